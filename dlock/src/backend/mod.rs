@@ -1,0 +1,127 @@
+//! The [`Backend`] trait: what a lock service must do, and nothing more.
+//!
+//! Four methods, each implemented fully by every backend:
+//!
+//! | method | does |
+//! |---|---|
+//! | [`Backend::acquire`] | take `key` for `token` with a lease of `ttl`, waiting for release notices until `deadline`; returns the fence |
+//! | [`Backend::release`] | token-checked delete; `false` when the lock is not (any more) ours |
+//! | [`Backend::extend`] | token-checked move of the lease to `ttl` from now; `false` when not ours |
+//! | [`Backend::name`] | a short name for errors and tracing |
+//!
+//! Waiting lives inside `acquire` because how a waiter learns of a release is what distinguishes
+//! backends: Redis must subscribe *before* the attempt that fails, ZooKeeper's queue entry *is* the
+//! attempt (a sequential node watched by its successor), MySQL polls bounded by the holder's lease.
+//! None of these fit "try, then sleep" driven from the outside, so the locker leaves the whole
+//! wait to the backend and keeps only what is common: tokens, leases, guards and cancellation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crate::Result;
+
+pub mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
+
+/// A boxed, `Send` future: the return type of [`Backend`] methods (keeps the trait object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a successful [`Backend::acquire`] hands back.
+pub struct Grant {
+    /// Strictly increasing per key across holders; `None` where the backend cannot give one.
+    pub fence: Option<u64>,
+    /// Resolves when the backend learns by itself that the lock is gone (for example a ZooKeeper
+    /// session expired). `None` when only renewals can tell.
+    pub lost: Option<BoxFuture<'static, ()>>,
+    /// When the attempt that won was sent: the lease is counted from here, so the client never
+    /// believes it holds the lock longer than the server does.
+    pub sent_at: Instant,
+}
+
+impl Grant {
+    /// A grant with a fence and no loss signal of its own, won by an attempt sent at `sent_at`.
+    pub fn new(fence: Option<u64>, sent_at: Instant) -> Self {
+        Grant {
+            fence,
+            lost: None,
+            sent_at,
+        }
+    }
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("fence", &self.fence)
+            .field("lost", &self.lost.is_some())
+            .finish()
+    }
+}
+
+/// A lock service. Implement it to plug a new store into [`Locker`](crate::Locker).
+///
+/// Every method must be safe to cancel (the future dropped at any `.await`): the locker releases
+/// a `token` whose acquire was dropped or failed, so a backend only has to make `release` able to
+/// find whatever a half-finished `acquire` left (a row, a key, a queue node).
+pub trait Backend: Send + Sync + 'static {
+    /// Short name used in errors and `tracing` events (`"redis"`, `"mysql"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Takes `key` for `token` with a lease of `ttl`.
+    ///
+    /// Waits for the holder's release (by the backend's own notice mechanism) until `deadline`;
+    /// `Some(deadline)` in the past means exactly one attempt, `None` means wait as long as it
+    /// takes. Returns `Ok(None)` when the deadline passes with the lock still held by another
+    /// token, having left nothing behind.
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached or answers
+    /// with an error.
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'a, Result<Option<Grant>>>;
+
+    /// Deletes the lock if `token` holds it. `Ok(false)` when it does not (expired, taken over).
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached.
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// Sets the lease of `key` to `ttl` from now if `token` holds it. `Ok(false)` when it does not.
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached.
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>>;
+}
+
+#[allow(dead_code)] // used by the networked backends
+/// Time left until `deadline` (`None`: no deadline), saturating at zero.
+pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+#[allow(dead_code)] // used by the networked backends
+/// A random duration in `[lo, hi]` for retry jitter (uses the uuid RNG already in the tree).
+pub(crate) fn jitter(lo: Duration, hi: Duration) -> Duration {
+    if hi <= lo {
+        return lo;
+    }
+    let r = (uuid::Uuid::new_v4().as_u128() & 0xffff_ffff) as u64;
+    let span = (hi - lo).as_nanos() as u64;
+    lo + Duration::from_nanos(r % span.max(1))
+}

@@ -1,0 +1,101 @@
+//! The one error type of dlock.
+
+use std::time::Duration;
+
+/// A boxed error from a backend's client crate.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong when taking, keeping or giving back a lock.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a `_` arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock was held by someone else for the whole wait.
+    #[error("lock `{key}` is busy: not acquired within {waited:?}; raise `.wait(..)` or try again later")]
+    Busy {
+        /// The key asked for.
+        key: String,
+        /// How long the request waited before giving up.
+        waited: Duration,
+    },
+    /// The lease is gone: it expired, a renewal was refused, or the session holding it ended.
+    /// Token-checked release and extend return this instead of touching the next holder's lock.
+    #[error("lease on lock `{key}` is lost: it expired or was taken over; the lock is no longer held")]
+    Lost {
+        /// The key of the lost lock.
+        key: String,
+    },
+    /// A lock service name that is neither registered nor configured in the environment.
+    #[error(
+        "no lock service named `{name}`: call `dlock::register(\"{name}\", locker)` at start-up, \
+         or set the environment variable `{env_var}` to its URL (for example `redis://127.0.0.1:6379`)"
+    )]
+    NotConfigured {
+        /// The name looked up.
+        name: String,
+        /// The environment variable that would configure it (`DLOCK_URL_<NAME>`).
+        env_var: String,
+    },
+    /// A key the backend cannot lock (for example the empty string).
+    #[error("invalid lock key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key given.
+        key: String,
+        /// Why it is refused and what to do instead.
+        reason: String,
+    },
+    /// A lock service URL that cannot be used.
+    #[error("invalid lock service URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL given (passwords masked).
+        url: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// An argument that cannot be used (for example a zero `ttl`).
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// The backend's server or client failed (connection refused, timeout, protocol error, ...).
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        /// The backend's name (`"redis"`, `"mysql"`, ...).
+        backend: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// A blocking call (`.blocking()`, `Locker::connect_blocking`, a lock on a plain `fn`) was made
+    /// from inside an async runtime, where it would block a worker thread.
+    #[error(
+        "blocking dlock call made inside an async runtime, where it would block a worker thread; \
+         use the async API (`.await`) there, or call it from `tokio::task::spawn_blocking`"
+    )]
+    BlockingInAsync,
+}
+
+impl Error {
+    /// Wraps a client error as [`Error::Backend`].
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+
+    /// True for [`Error::Busy`].
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Busy { .. })
+    }
+
+    /// True for [`Error::Lost`].
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Error::Lost { .. })
+    }
+}
+
+/// `Result<T, dlock::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,211 @@
+//! [`LockGuard`]: a held lock, released when dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::lease::Lease;
+use crate::{runtime, Error, Result};
+
+/// A held lock. Dropping it releases the lock in the background; [`release`](Self::release)
+/// does the same and reports the outcome.
+///
+/// A guard is `Send + Sync`: it may be moved to, and released from, any task or thread, also one
+/// without a runtime.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dlock::Error> {
+/// let locker = dlock::Locker::memory();
+/// let guard = locker.lock("order:42").await?;
+/// assert_eq!(guard.key(), "order:42");
+/// assert!(guard.is_held());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct LockGuard {
+    key: Arc<str>,
+    fence: Option<u64>,
+    waited: Duration,
+    /// `None` once released.
+    live: Option<Live>,
+}
+
+struct Live {
+    backend: Arc<dyn Backend>,
+    token: Arc<str>,
+    lease: Lease,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("backend", &self.backend.name())
+            .field("held", &self.lease.state.is_held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        key: Arc<str>,
+        token: Arc<str>,
+        fence: Option<u64>,
+        waited: Duration,
+        lease: Lease,
+    ) -> Self {
+        LockGuard {
+            key,
+            fence,
+            waited,
+            live: Some(Live {
+                backend,
+                token,
+                lease,
+            }),
+        }
+    }
+
+    /// The key this guard holds.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The fencing token: strictly increasing per key across holders. Pass it to the resource
+    /// you protect so it can refuse writes from a holder whose lease has since been lost.
+    /// `None` on backends that cannot give one (Redlock).
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
+    /// How long the acquire waited for the lock.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// The name of the backend holding the lock (`"memory"`, `"redis"`, ...).
+    pub fn backend(&self) -> &'static str {
+        self.live.as_ref().map_or("released", |l| l.backend.name())
+    }
+
+    /// `false` once the lease is known lost (renewal refused, lease ran out, session ended).
+    pub fn is_held(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.lease.state.is_held())
+    }
+
+    /// Resolves when the lease is lost: a renewal was refused or failed until the deadline, a
+    /// fixed `ttl` ran out, or the backend's session ended. Never resolves while the lock is held.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dlock::Error> {
+    /// # use std::time::Duration;
+    /// let locker = dlock::Locker::memory();
+    /// let guard = locker.lock("job").ttl(Duration::from_millis(50)).await?;
+    /// tokio::select! {
+    ///     _ = guard.lost() => println!("lease lost: stop writing"),
+    ///     _ = tokio::time::sleep(Duration::from_secs(5)) => unreachable!(),
+    /// }
+    /// assert!(!guard.is_held());
+    /// # Ok(()) }
+    /// ```
+    pub async fn lost(&self) {
+        match &self.live {
+            Some(live) => live.lease.state.lost().await,
+            None => {}
+        }
+    }
+
+    /// Sets the lease to `ttl` from now, if this guard still holds the lock. A watchdog lease
+    /// goes back to its own ttl at the next renewal.
+    ///
+    /// # Errors
+    /// [`Error::Lost`] when the lock is no longer ours (nothing is changed on the server);
+    /// [`Error::Backend`] when the server cannot be reached.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        let lost = || Error::Lost {
+            key: self.key.to_string(),
+        };
+        let live = self.live.as_ref().ok_or_else(lost)?;
+        if !live.lease.state.is_held() {
+            return Err(lost());
+        }
+        let sent_at = Instant::now();
+        if live.backend.extend(&self.key, &live.token, ttl).await? {
+            live.lease.state.extended(sent_at, ttl);
+            tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, ttl_ms = ttl.as_millis() as u64, "lock extended");
+            Ok(())
+        } else {
+            live.lease
+                .state
+                .mark_lost(&self.key, live.backend.name(), "extend refused");
+            Err(lost())
+        }
+    }
+
+    /// Releases the lock and reports the outcome.
+    ///
+    /// # Errors
+    /// [`Error::Lost`] when the lock was no longer ours (expired or taken over; the next holder's
+    /// lock is left untouched); [`Error::Backend`] when the server cannot be reached (the lease
+    /// then runs out by itself).
+    pub async fn release(mut self) -> Result<()> {
+        let Some(live) = self.live.take() else {
+            return Ok(());
+        };
+        live.lease.stop();
+        let released = live.backend.release(&self.key, &live.token).await?;
+        if released {
+            tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
+            Ok(())
+        } else {
+            live.lease
+                .state
+                .mark_lost(&self.key, live.backend.name(), "release found another holder");
+            Err(Error::Lost {
+                key: self.key.to_string(),
+            })
+        }
+    }
+
+    /// [`release`](Self::release) for code without a runtime.
+    ///
+    /// # Errors
+    /// As [`release`](Self::release), plus [`Error::BlockingInAsync`] inside a runtime (the
+    /// guard is then released in the background).
+    pub fn release_blocking(self) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            drop(self);
+            return Err(Error::BlockingInAsync);
+        }
+        runtime::block_on(self.release())?
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        live.lease.stop();
+        let key = self.key.clone();
+        let fence = self.fence;
+        runtime::spawn_detached(async move {
+            let name = live.backend.name();
+            match live.backend.release(&key, &live.token).await {
+                Ok(true) => {
+                    tracing::debug!(target: "dlock", key = &*key, backend = name, fence, "lock released (guard dropped)")
+                }
+                Ok(false) => {
+                    tracing::debug!(target: "dlock", key = &*key, backend = name, fence, "dropped guard's lock was already gone")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "dlock", key = &*key, backend = name, error = %e, "releasing a dropped guard failed; the lease will run out")
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,58 @@
+//! Distributed locks with fencing tokens and a first-class "lease lost" signal, over Redis,
+//! Redlock, MySQL/MariaDB and ZooKeeper, behind one API.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dlock::Error> {
+//! use std::time::Duration;
+//! use dlock::Locker;
+//!
+//! // `Locker::connect("redis://127.0.0.1:6379")` for Redis; the in-memory backend needs no server.
+//! let locker = Locker::memory();
+//! let guard = locker
+//!     .lock("order:42")
+//!     .ttl(Duration::from_secs(30)) // fixed lease; omit it for a watchdog-renewed one
+//!     .wait(Duration::from_secs(5)) // give up with Error::Busy after 5 s
+//!     .await?;
+//! println!("holding {} with fence {:?}", guard.key(), guard.fence());
+//! assert!(locker.try_lock("order:42").await?.is_none());
+//! guard.release().await?; // dropping the guard releases too
+//! # Ok(()) }
+//! ```
+//!
+//! # Pieces
+//! - [`Locker`]: one handle per lock service, picked by URL scheme; [`Locker::memory`] in-process.
+//! - [`LockRequest`]: `.ttl(d)`, `.wait(d)`, `.watchdog(bool)`, then `.await` or `.blocking()`.
+//! - [`LockGuard`]: `key()`, `fence()`, `is_held()`, `lost()`, `extend(d)`, `release()`.
+//! - [`register`] / [`lookup`]: named lockers, also from `DLOCK_URL_<NAME>`.
+//! - [`Backend`](backend::Backend): the trait a lock service implements.
+//!
+//! # Features
+//! One cargo feature per backend: `redis`, `redlock`, `mysql`, `zookeeper`; `macros` for
+//! `#[distributed_lock]`. The in-memory backend is always compiled.
+//!
+//! # Tracing
+//! Every acquire, busy wait, renewal, release and loss emits a `tracing` event with target
+//! `dlock` and fields `key`, `backend`, `fence`, `waited_ms` (losses at `WARN`, renewals at
+//! `TRACE`, the rest at `DEBUG`).
+
+#![warn(missing_docs)]
+
+pub mod backend;
+mod error;
+mod guard;
+mod lease;
+mod locker;
+mod registry;
+mod request;
+mod runtime;
+
+pub use error::{BoxError, Error, Result};
+pub use guard::LockGuard;
+pub use locker::Locker;
+pub use registry::{env_var_for, lookup, lookup_blocking, register, DEFAULT_NAME};
+pub use request::{LockRequest, DEFAULT_WATCHDOG_TTL};
+
+/// `#[distributed_lock(key = "...", ...)]`: hold a lock while a function runs (feature `macros`).
+#[cfg(feature = "macros")]
+pub use dlock_macros::distributed_lock;

@@ -1,0 +1,215 @@
+//! [`Locker`]: a handle on one lock service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::Backend;
+use crate::{runtime, Error, LockGuard, LockRequest, Result};
+
+/// The URL schemes [`Locker::connect`] accepts, for error messages.
+const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, zookeeper://";
+
+/// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dlock::Error> {
+/// use std::time::Duration;
+/// let locker = dlock::Locker::memory();
+/// let guard = locker.lock("order:42").wait(Duration::from_secs(5)).await?;
+/// assert!(locker.try_lock("order:42").await?.is_none());
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Locker {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Locker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locker")
+            .field("backend", &self.backend.name())
+            .finish()
+    }
+}
+
+impl Locker {
+    /// Connects to the lock service at `url`; the scheme picks the backend:
+    ///
+    /// | URL | backend | cargo feature |
+    /// |---|---|---|
+    /// | `memory://` | a new in-process lock space | (always) |
+    /// | `redis://[user:pass@]host:port[/db]` | Redis | `redis` |
+    /// | `redlock://host:port,host:port,host:port` | Redlock over N masters | `redlock` |
+    /// | `mysql://user[:pass]@host:port/db` | MySQL / MariaDB table | `mysql` |
+    /// | `zookeeper://host:port[,host:port]/root` | ZooKeeper | `zookeeper` |
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), dlock::Error> {
+    /// let locker = dlock::Locker::connect("redis://127.0.0.1:6379").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a malformed URL, an unknown scheme, or a scheme whose cargo
+    /// feature is not enabled; [`Error::Backend`] when the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Locker> {
+        let scheme = scheme_of(url)?;
+        match scheme.as_str() {
+            "memory" => Ok(Locker::memory()),
+            #[cfg(feature = "redis")]
+            "redis" | "rediss" => Ok(Locker::from_backend(
+                crate::backend::redis::RedisBackend::connect(url).await?,
+            )),
+            #[cfg(not(feature = "redis"))]
+            "redis" | "rediss" => Err(not_compiled(url, "redis")),
+            "redlock" => Err(not_compiled(url, "redlock")),
+            #[cfg(feature = "mysql")]
+            "mysql" | "mariadb" => Ok(Locker::from_backend(
+                crate::backend::mysql::MysqlBackend::connect(url).await?,
+            )),
+            #[cfg(not(feature = "mysql"))]
+            "mysql" | "mariadb" => Err(not_compiled(url, "mysql")),
+            #[cfg(feature = "zookeeper")]
+            "zookeeper" | "zk" => Ok(Locker::from_backend(
+                crate::backend::zookeeper::ZookeeperBackend::connect(url).await?,
+            )),
+            #[cfg(not(feature = "zookeeper"))]
+            "zookeeper" | "zk" => Err(not_compiled(url, "zookeeper")),
+            "postgres" | "postgresql" => Err(Error::InvalidUrl {
+                url: mask_password(url),
+                reason: format!(
+                    "the PostgreSQL backend is planned but not available yet; accepted schemes: {SCHEMES}"
+                ),
+            }),
+            other => Err(Error::InvalidUrl {
+                url: mask_password(url),
+                reason: format!("unknown scheme `{other}`; accepted schemes: {SCHEMES}"),
+            }),
+        }
+    }
+
+    /// [`connect`](Self::connect) for code without a runtime (the connection is served by dlock's
+    /// background runtime thread).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), plus [`Error::BlockingInAsync`] inside a runtime.
+    pub fn connect_blocking(url: &str) -> Result<Locker> {
+        runtime::block_on(Locker::connect(url))?
+    }
+
+    /// A new in-process lock space, independent of every other `Locker::memory()`. (The
+    /// registry's `"memory"` name is one process-wide space.)
+    pub fn memory() -> Locker {
+        Locker::from_backend(MemoryBackend::new())
+    }
+
+    /// A locker over a custom [`Backend`].
+    pub fn from_backend(backend: impl Backend) -> Locker {
+        Locker {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// The backend's name (`"memory"`, `"redis"`, ...).
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// A request for the lock on `key`; set `.ttl`, `.wait`, `.watchdog`, then `.await` it.
+    pub fn lock(&self, key: impl Into<String>) -> LockRequest {
+        LockRequest::new(self.clone(), key.into())
+    }
+
+    /// One attempt at the lock on `key` with the default watchdog lease: `None` when another
+    /// holder has it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails.
+    pub async fn try_lock(&self, key: impl Into<String>) -> Result<Option<LockGuard>> {
+        match self.lock(key).wait(Duration::ZERO).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(Error::Busy { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The lower-cased scheme of `url`, or [`Error::InvalidUrl`].
+fn scheme_of(url: &str) -> Result<String> {
+    let bad = |reason: String| Error::InvalidUrl {
+        url: mask_password(url),
+        reason,
+    };
+    let (scheme, _) = url.split_once("://").ok_or_else(|| {
+        bad(format!(
+            "expected `scheme://...`, e.g. `redis://127.0.0.1:6379`; accepted schemes: {SCHEMES}"
+        ))
+    })?;
+    let valid = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid {
+        return Err(bad(format!(
+            "`{scheme}` is not a URL scheme; accepted schemes: {SCHEMES}"
+        )));
+    }
+    Ok(scheme.to_ascii_lowercase())
+}
+
+#[allow(dead_code)] // unused when every backend feature is on
+fn not_compiled(url: &str, feature: &str) -> Error {
+    Error::InvalidUrl {
+        url: mask_password(url),
+        reason: format!(
+            "the {feature} backend is not compiled in; enable the cargo feature `{feature}` of dlock \
+             (dlock = {{ version = \"0.1\", features = [\"{feature}\"] }})"
+        ),
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***`, for error messages.
+pub(crate) fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_password("redis://u:secret@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
+        assert_eq!(mask_password("redis://h:1"), "redis://h:1");
+        assert_eq!(mask_password("mysql://root@h/test"), "mysql://root@h/test");
+    }
+
+    #[test]
+    fn schemes() {
+        assert_eq!(scheme_of("REDIS://x").unwrap(), "redis");
+        assert!(scheme_of("127.0.0.1:6379").is_err());
+        assert!(scheme_of("://x").is_err());
+        assert!(scheme_of("re dis://x").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Named lockers for the `#[distributed_lock]` attribute: registered at start-up, or connected
+//! lazily from the environment variable `DLOCK_URL_<NAME>`.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
+use crate::{runtime, Error, Locker, Result};
+
+/// The name used when none is given.
+pub const DEFAULT_NAME: &str = "default";
+
+static REGISTRY: LazyLock<RwLock<HashMap<String, Locker>>> = LazyLock::new(Default::default);
+
+/// Registers `locker` under `name` (replacing and returning any previous one).
+///
+/// ```
+/// dlock::register("default", dlock::Locker::memory());
+/// ```
+pub fn register(name: impl Into<String>, locker: Locker) -> Option<Locker> {
+    REGISTRY
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.into(), locker)
+}
+
+/// The environment variable that configures `name`: `DLOCK_URL_` + the name upper-cased, with
+/// every character other than ASCII letters and digits turned into `_` (`"order-db"` →
+/// `DLOCK_URL_ORDER_DB`).
+pub fn env_var_for(name: &str) -> String {
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("DLOCK_URL_{suffix}")
+}
+
+fn registered(name: &str) -> Option<Locker> {
+    REGISTRY
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
+}
+
+/// Keeps the first locker registered under `name`, so concurrent lazy connections agree.
+fn register_if_absent(name: &str, locker: Locker) -> Locker {
+    REGISTRY
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name.to_owned())
+        .or_insert(locker)
+        .clone()
+}
+
+/// How to obtain the locker named `name` when it is not registered yet.
+enum Source {
+    Memory,
+    Url(String),
+}
+
+fn source_of(name: &str) -> Result<Source> {
+    let var = env_var_for(name);
+    match std::env::var(&var) {
+        Ok(url) if !url.trim().is_empty() => Ok(Source::Url(url.trim().to_owned())),
+        _ if name == "memory" => Ok(Source::Memory),
+        _ => Err(Error::NotConfigured {
+            name: name.to_owned(),
+            env_var: var,
+        }),
+    }
+}
+
+/// The locker named `name`: a registered one, else one connected from `DLOCK_URL_<NAME>` (and
+/// registered), else for `"memory"` the process-wide in-memory lock space.
+///
+/// # Errors
+/// [`Error::NotConfigured`] when `name` is neither registered nor in the environment; the errors
+/// of [`Locker::connect`] for a bad or unreachable URL.
+pub async fn lookup(name: &str) -> Result<Locker> {
+    if let Some(locker) = registered(name) {
+        return Ok(locker);
+    }
+    let locker = match source_of(name)? {
+        Source::Memory => Locker::memory(),
+        Source::Url(url) => Locker::connect(&url).await?,
+    };
+    Ok(register_if_absent(name, locker))
+}
+
+/// [`lookup`] for code without a runtime.
+///
+/// # Errors
+/// As [`lookup`], plus [`Error::BlockingInAsync`] when a connection would have to be made from
+/// inside a runtime.
+pub fn lookup_blocking(name: &str) -> Result<Locker> {
+    if let Some(locker) = registered(name) {
+        return Ok(locker);
+    }
+    runtime::block_on(lookup(name))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_names() {
+        assert_eq!(env_var_for("redis"), "DLOCK_URL_REDIS");
+        assert_eq!(env_var_for("order-db.1"), "DLOCK_URL_ORDER_DB_1");
+    }
+}

@@ -1,0 +1,197 @@
+//! [`LockRequest`]: the builder returned by [`Locker::lock`](crate::Locker::lock).
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, BoxFuture};
+use crate::lease::{Lease, LeaseSpec};
+use crate::{runtime, Error, LockGuard, Locker, Result};
+
+/// The lease of a lock taken without [`LockRequest::ttl`]: 30 s, renewed every 10 s.
+pub const DEFAULT_WATCHDOG_TTL: Duration = Duration::from_secs(30);
+
+/// A request for a lock: set the lease and the wait, then `.await` it (or call
+/// [`blocking`](Self::blocking) outside a runtime).
+///
+/// | call | lease | wait |
+/// |---|---|---|
+/// | (nothing) | 30 s, renewed every 10 s while the guard lives | until acquired |
+/// | `.ttl(d)` | fixed `d`; lost when it runs out | |
+/// | `.ttl(d).watchdog(true)` | `d`, renewed every `d/3` | |
+/// | `.wait(d)` | | up to `d`, then [`Error::Busy`]; `Duration::ZERO` is one attempt |
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dlock::Error> {
+/// use std::time::Duration;
+/// let locker = dlock::Locker::memory();
+/// let guard = locker
+///     .lock("order:42")
+///     .ttl(Duration::from_secs(30))
+///     .wait(Duration::from_secs(5))
+///     .await?;
+/// # drop(guard); Ok(()) }
+/// ```
+#[must_use = "a lock request does nothing until it is awaited"]
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    locker: Locker,
+    key: String,
+    ttl: Option<Duration>,
+    wait: Option<Duration>,
+    watchdog: Option<bool>,
+}
+
+impl LockRequest {
+    pub(crate) fn new(locker: Locker, key: String) -> Self {
+        LockRequest {
+            locker,
+            key,
+            ttl: None,
+            wait: None,
+            watchdog: None,
+        }
+    }
+
+    /// A fixed lease of `ttl` (not renewed unless [`watchdog(true)`](Self::watchdog)).
+    /// Must be at least 1 ms.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Gives up with [`Error::Busy`] after waiting `wait`; `Duration::ZERO` is one attempt.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// Renew the lease every ttl/3 while the guard lives (the default without `.ttl`).
+    pub fn watchdog(mut self, renew: bool) -> Self {
+        self.watchdog = Some(renew);
+        self
+    }
+
+    fn lease_spec(&self) -> LeaseSpec {
+        LeaseSpec {
+            ttl: self.ttl.unwrap_or(DEFAULT_WATCHDOG_TTL),
+            watchdog: self.watchdog.unwrap_or(self.ttl.is_none()),
+        }
+    }
+
+    /// Acquires the lock, blocking the calling thread: for code without an async runtime.
+    ///
+    /// # Errors
+    /// As awaiting the request, plus [`Error::BlockingInAsync`] when called inside a runtime.
+    pub fn blocking(self) -> Result<LockGuard> {
+        runtime::block_on(self.acquire())?
+    }
+
+    /// Acquires the lock; the same as awaiting the request.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when the wait runs out; [`Error::InvalidKey`] for an empty key;
+    /// [`Error::Backend`] when the server fails.
+    pub async fn acquire(self) -> Result<LockGuard> {
+        let spec = self.lease_spec();
+        validate(&self.key, spec)?;
+        let backend = self.locker.backend().clone();
+        let key: Arc<str> = self.key.into();
+        let token: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let started = Instant::now();
+        let deadline = self.wait.map(|w| started + w);
+
+        // If this future is dropped mid-acquire, or the acquire fails, the server may have
+        // granted the lock anyway: release the token (token-checked, harmless otherwise).
+        let mut cancel = ReleaseOnDrop {
+            backend: Some(backend.clone()),
+            key: key.clone(),
+            token: token.clone(),
+        };
+        let grant = backend.acquire(&key, &token, spec.ttl, deadline).await?;
+        let waited = started.elapsed();
+        let Some(grant) = grant else {
+            cancel.backend = None;
+            tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), waited_ms = waited.as_millis() as u64, "lock busy");
+            return Err(Error::Busy {
+                key: key.to_string(),
+                waited,
+            });
+        };
+        cancel.backend = None;
+        tracing::debug!(
+            target: "dlock",
+            key = &*key,
+            backend = backend.name(),
+            fence = grant.fence,
+            waited_ms = waited.as_millis() as u64,
+            "lock acquired"
+        );
+        // The lease counts from when the granting attempt was sent: the server's cannot end earlier.
+        let lease = Lease::start(
+            backend.clone(),
+            key.clone(),
+            token.clone(),
+            spec,
+            grant.sent_at,
+            grant.lost,
+        );
+        Ok(LockGuard::new(
+            backend,
+            key,
+            token,
+            grant.fence,
+            waited,
+            lease,
+        ))
+    }
+}
+
+impl IntoFuture for LockRequest {
+    type Output = Result<LockGuard>;
+    type IntoFuture = BoxFuture<'static, Result<LockGuard>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.acquire())
+    }
+}
+
+fn validate(key: &str, spec: LeaseSpec) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey {
+            key: String::new(),
+            reason: "a lock key must not be empty; name the resource, e.g. \"order:42\"".into(),
+        });
+    }
+    if spec.ttl < Duration::from_millis(1) {
+        return Err(Error::InvalidArgument {
+            reason: format!(
+                "ttl {:?} is too short; a lease must be at least 1 ms",
+                spec.ttl
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Releases `token` in the background unless disarmed (by taking `backend`).
+struct ReleaseOnDrop {
+    backend: Option<Arc<dyn Backend>>,
+    key: Arc<str>,
+    token: Arc<str>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(backend) = self.backend.take() else {
+            return;
+        };
+        let (key, token) = (self.key.clone(), self.token.clone());
+        runtime::spawn_detached(async move {
+            if let Ok(true) = backend.release(&key, &token).await {
+                tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), "released a lock whose acquire was cancelled");
+            }
+        });
+    }
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Start the real servers dlock's tests use, on loopback: Redis 6379, MariaDB 3306, ZooKeeper 2181.
+#   scripts/services.sh up       install what is missing (Debian packages), start what does not answer
+#   scripts/services.sh status   one line per server
+#   scripts/services.sh down     stop them
+# Idempotent; fast (< 2 s) when all are up. Needs root (or sudo) for the first install.
+set -euo pipefail
+
+REDIS_PORT=6379
+MYSQL_PORT=3306
+ZK_PORT=2181
+ZK_SERVER=/usr/share/zookeeper/bin/zkServer.sh
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+redis_ok() { command -v redis-cli >/dev/null && [ "$(redis-cli -h 127.0.0.1 -p $REDIS_PORT ping 2>/dev/null)" = "PONG" ]; }
+mysql_ok() { command -v mysql >/dev/null && mysql -h 127.0.0.1 -P $MYSQL_PORT -u root --password= -e 'SELECT 1' test >/dev/null 2>&1; }
+# ZooKeeper's four-letter words are not whitelisted on Debian: probe with a real client request.
+zk_ok() {
+  port_open $ZK_PORT || return 1
+  # A ZooKeeper ConnectRequest (protocol 0, timeout 10 s, empty password): a live server answers
+  # with a 36+ byte ConnectResponse; a half-started one closes the socket.
+  python3 - "$ZK_PORT" <<'PY' 2>/dev/null
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+body = struct.pack(">iqiq", 0, 0, 10000, 0) + struct.pack(">i", 16) + b"\0" * 16
+s.sendall(struct.pack(">i", len(body)) + body)
+data = s.recv(64)
+sys.exit(0 if len(data) >= 20 else 1)
+PY
+}
+
+wait_for() { # name check timeout_s
+  local name=$1 check=$2 limit=$3 i=0
+  while ! $check; do
+    i=$((i + 1))
+    if [ $i -gt $((limit * 10)) ]; then echo "$name did not come up within ${limit}s" >&2; return 1; fi
+    sleep 0.1
+  done
+}
+
+install_missing() {
+  local pkgs=()
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  command -v mariadbd >/dev/null || command -v mysqld >/dev/null || pkgs+=(mariadb-server)
+  [ -x "$ZK_SERVER" ] || pkgs+=(zookeeper)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    echo "installing ${pkgs[*]} ..."
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+}
+
+redis_up() {
+  redis_ok && return 0
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
+    --logfile /tmp/dlock-redis.log --dir /tmp >/dev/null
+  wait_for redis redis_ok 20
+}
+
+mysql_up() {
+  mysql_ok && return 0
+  if ! port_open $MYSQL_PORT; then
+    $SUDO service mariadb start >/dev/null 2>&1 || $SUDO service mysql start >/dev/null
+  fi
+  wait_for mariadb-port "port_open $MYSQL_PORT" 60
+  # root@localhost authenticates by unix_socket on Debian: allow TCP with an empty password too.
+  $SUDO mysql -u root -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; CREATE DATABASE IF NOT EXISTS test;"
+  wait_for mariadb mysql_ok 30
+}
+
+zk_up() {
+  zk_ok && return 0
+  if ! port_open $ZK_PORT; then
+    $SUDO "$ZK_SERVER" start >/dev/null 2>&1
+  fi
+  wait_for zookeeper zk_ok 60
+}
+
+status() {
+  local rc=0
+  if redis_ok; then echo "redis      up    127.0.0.1:$REDIS_PORT"; else echo "redis      DOWN  127.0.0.1:$REDIS_PORT"; rc=1; fi
+  if mysql_ok; then echo "mariadb    up    127.0.0.1:$MYSQL_PORT (root, empty password, database test)"; else echo "mariadb    DOWN  127.0.0.1:$MYSQL_PORT"; rc=1; fi
+  if zk_ok; then echo "zookeeper  up    127.0.0.1:$ZK_PORT"; else echo "zookeeper  DOWN  127.0.0.1:$ZK_PORT"; rc=1; fi
+  return $rc
+}
+
+case "${1:-up}" in
+  up)
+    if redis_ok && mysql_ok && zk_ok; then status; exit 0; fi
+    install_missing
+    redis_up & r=$!
+    mysql_up & m=$!
+    zk_up & z=$!
+    fail=0
+    wait $r || fail=1
+    wait $m || fail=1
+    wait $z || fail=1
+    status || fail=1
+    exit $fail
+    ;;
+  status) status ;;
+  down)
+    redis-cli -h 127.0.0.1 -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
+    $SUDO service mariadb stop >/dev/null 2>&1 || true
+    [ -x "$ZK_SERVER" ] && $SUDO "$ZK_SERVER" stop >/dev/null 2>&1 || true
+    echo "stopped redis, mariadb, zookeeper"
+    ;;
+  *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
+esac

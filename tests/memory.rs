@@ -1,0 +1,227 @@
+//! The core API on the in-memory backend: no server needed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlock::{Error, Locker};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_tasks_keep_a_non_atomic_counter_exact_with_increasing_fences() {
+    let locker = Locker::memory();
+    let counter = Arc::new(AtomicU64::new(0));
+    let fences = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (locker, counter, fences) = (locker.clone(), counter.clone(), fences.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let guard = locker.lock("counter").wait(30 * SECOND).await.unwrap();
+                let seen = counter.load(Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                counter.store(seen + 1, Ordering::SeqCst);
+                fences.lock().unwrap().push(guard.fence().unwrap());
+                guard.release().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 16 * 25);
+    let fences = fences.lock().unwrap();
+    assert_eq!(fences.len(), 400);
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fences must strictly increase in holder order: {fences:?}"
+    );
+}
+
+#[tokio::test]
+async fn stale_holder_cannot_release_or_extend_the_next_holders_lock() {
+    let locker = Locker::memory();
+    let stale = locker
+        .lock("k")
+        .ttl(Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let next = locker.lock("k").wait(SECOND).await.unwrap();
+    assert!(next.fence() > stale.fence());
+    assert!(matches!(stale.extend(SECOND).await, Err(Error::Lost { .. })));
+    assert!(matches!(stale.release().await, Err(Error::Lost { .. })));
+    assert!(next.is_held());
+    assert!(locker.try_lock("k").await.unwrap().is_none(), "next holder keeps the lock");
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropped_guard_frees_the_key_at_once() {
+    let locker = Locker::memory();
+    let guard = locker.lock("k").await.unwrap();
+    let waiter = {
+        let locker = locker.clone();
+        tokio::spawn(async move { locker.lock("k").wait(5 * SECOND).await.map(|g| g.waited()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(guard);
+    // Generous bound: "at once" means by notification, far below the 30 s lease.
+    let waited = waiter.await.unwrap().unwrap();
+    assert!(waited < 5 * SECOND, "waited {waited:?}");
+}
+
+#[tokio::test]
+async fn forgotten_guard_frees_after_its_ttl() {
+    let locker = Locker::memory();
+    let guard = locker.lock("k").ttl(Duration::from_millis(200)).await.unwrap();
+    let start = Instant::now();
+    std::mem::forget(guard);
+    assert!(locker.try_lock("k").await.unwrap().is_none());
+    let next = locker.lock("k").wait(5 * SECOND).await.unwrap();
+    // Lower bound exact (lease), upper bound generous (scheduling on a loaded 2-core machine).
+    assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+    assert!(start.elapsed() < 3 * SECOND);
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn watchdog_lease_outlives_several_ttls() {
+    let locker = Locker::memory();
+    let guard = locker
+        .lock("k")
+        .ttl(Duration::from_millis(150))
+        .watchdog(true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(guard.is_held());
+    assert!(locker.try_lock("k").await.unwrap().is_none());
+    guard.release().await.unwrap();
+    assert!(locker.try_lock("k").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn fixed_lease_fires_lost_and_extend_moves_it() {
+    let locker = Locker::memory();
+    let guard = locker.lock("k").ttl(Duration::from_millis(200)).await.unwrap();
+    guard.extend(Duration::from_millis(600)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.is_held(), "extend moved the deadline past the original ttl");
+    tokio::time::timeout(5 * SECOND, guard.lost()).await.expect("lost() fires");
+    assert!(!guard.is_held());
+    assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
+}
+
+#[tokio::test]
+async fn try_lock_on_a_held_key_is_none_and_wait_zero_is_busy() {
+    let locker = Locker::memory();
+    let held = locker.try_lock("k").await.unwrap().expect("free key");
+    assert!(locker.try_lock("k").await.unwrap().is_none());
+    match locker.lock("k").wait(Duration::ZERO).await {
+        Err(Error::Busy { key, .. }) => assert_eq!(key, "k"),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    let err = locker.lock("k").wait(Duration::from_millis(100)).await.unwrap_err();
+    match err {
+        Error::Busy { waited, .. } => assert!(waited >= Duration::from_millis(100)),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    held.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelled_acquire_leaves_nothing_held() {
+    let locker = Locker::memory();
+    let held = locker.lock("k").await.unwrap();
+    // The waiter is dropped mid-wait by the timeout.
+    let r = tokio::time::timeout(Duration::from_millis(50), locker.lock("k")).await;
+    assert!(r.is_err());
+    held.release().await.unwrap();
+    let next = locker.lock("k").wait(SECOND).await.unwrap();
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gives_the_documented_errors() {
+    let locker = Locker::memory();
+    assert!(matches!(locker.lock("").await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(
+        locker.lock("k").ttl(Duration::ZERO).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    for url in ["127.0.0.1:6379", "foo://x", "://x", ""] {
+        match Locker::connect(url).await {
+            Err(Error::InvalidUrl { reason, .. }) => {
+                assert!(reason.contains("redis://"), "lists schemes: {reason}")
+            }
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+    let err = dlock::lookup("nobody-registered-this").await.unwrap_err();
+    assert!(matches!(err, Error::NotConfigured { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("dlock::register") && msg.contains("DLOCK_URL_NOBODY_REGISTERED_THIS"), "{msg}");
+    // Odd keys are fine on the memory backend.
+    for key in ["a/b", "{tag}", " ", "\n", "ключ", &"x".repeat(5000)] {
+        let g = locker.lock(key).await.unwrap();
+        assert!(locker.try_lock(key).await.unwrap().is_none());
+        g.release().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn registry_names() {
+    let a = dlock::lookup("memory").await.unwrap();
+    let b = dlock::lookup("memory").await.unwrap();
+    let g = a.lock("shared").await.unwrap();
+    assert!(b.try_lock("shared").await.unwrap().is_none(), "one process-wide memory space");
+    g.release().await.unwrap();
+    let mine = Locker::memory();
+    dlock::register("registry-test", mine.clone());
+    let g = mine.lock("k").await.unwrap();
+    let found = dlock::lookup("registry-test").await.unwrap();
+    assert!(found.try_lock("k").await.unwrap().is_none());
+    g.release().await.unwrap();
+}
+
+#[test]
+fn blocking_api_works_from_plain_threads() {
+    let locker = Locker::memory();
+    let counter = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (locker, counter) = (locker.clone(), counter.clone());
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let guard = locker.lock("t").wait(30 * SECOND).blocking().unwrap();
+                    let seen = counter.load(Ordering::SeqCst);
+                    std::thread::yield_now();
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    if seen % 2 == 0 {
+                        guard.release_blocking().unwrap();
+                    } else {
+                        drop(guard); // released by the background runtime
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 60);
+}
+
+#[tokio::test]
+async fn blocking_api_errors_inside_a_runtime() {
+    let locker = Locker::memory();
+    assert!(matches!(locker.lock("k").blocking(), Err(Error::BlockingInAsync)));
+    assert!(matches!(Locker::connect_blocking("memory://"), Err(Error::BlockingInAsync)));
+    // A guard acquired here and moved to a plain thread is released there.
+    let guard = locker.lock("k").await.unwrap();
+    std::thread::spawn(move || drop(guard)).join().unwrap();
+    let next = locker.lock("k").wait(5 * SECOND).await.unwrap();
+    next.release().await.unwrap();
+}
