@@ -21,14 +21,21 @@ async fn main() -> Result<(), dlock::Error> {
             let seen = counter.load(std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(10)).await;
             counter.store(seen + 1, std::sync::atomic::Ordering::SeqCst);
-            println!("worker {worker} held {} with fence {:?}", guard.key(), guard.fence());
+            println!(
+                "worker {worker} held {} with fence {:?}",
+                guard.key(),
+                guard.fence()
+            );
             guard.release().await
         }));
     }
     for task in tasks {
         task.await.expect("worker panicked")?;
     }
-    println!("counter = {} (exactly 4)", counter.load(std::sync::atomic::Ordering::SeqCst));
+    println!(
+        "counter = {} (exactly 4)",
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    );
 
     // One attempt, no waiting:
     let held = locker.lock("job").ttl(Duration::from_millis(200)).await?;

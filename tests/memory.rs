@@ -50,10 +50,16 @@ async fn stale_holder_cannot_release_or_extend_the_next_holders_lock() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     let next = locker.lock("k").wait(SECOND).await.unwrap();
     assert!(next.fence() > stale.fence());
-    assert!(matches!(stale.extend(SECOND).await, Err(Error::Lost { .. })));
+    assert!(matches!(
+        stale.extend(SECOND).await,
+        Err(Error::Lost { .. })
+    ));
     assert!(matches!(stale.release().await, Err(Error::Lost { .. })));
     assert!(next.is_held());
-    assert!(locker.try_lock("k").await.unwrap().is_none(), "next holder keeps the lock");
+    assert!(
+        locker.try_lock("k").await.unwrap().is_none(),
+        "next holder keeps the lock"
+    );
     next.release().await.unwrap();
 }
 
@@ -75,13 +81,21 @@ async fn dropped_guard_frees_the_key_at_once() {
 #[tokio::test]
 async fn forgotten_guard_frees_after_its_ttl() {
     let locker = Locker::memory();
-    let guard = locker.lock("k").ttl(Duration::from_millis(200)).await.unwrap();
+    let guard = locker
+        .lock("k")
+        .ttl(Duration::from_millis(200))
+        .await
+        .unwrap();
     let start = Instant::now();
     std::mem::forget(guard);
     assert!(locker.try_lock("k").await.unwrap().is_none());
     let next = locker.lock("k").wait(5 * SECOND).await.unwrap();
     // Lower bound exact (lease), upper bound generous (scheduling on a loaded 2-core machine).
-    assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(start.elapsed() < 3 * SECOND);
     next.release().await.unwrap();
 }
@@ -105,11 +119,20 @@ async fn watchdog_lease_outlives_several_ttls() {
 #[tokio::test]
 async fn fixed_lease_fires_lost_and_extend_moves_it() {
     let locker = Locker::memory();
-    let guard = locker.lock("k").ttl(Duration::from_millis(200)).await.unwrap();
+    let guard = locker
+        .lock("k")
+        .ttl(Duration::from_millis(200))
+        .await
+        .unwrap();
     guard.extend(Duration::from_millis(600)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(guard.is_held(), "extend moved the deadline past the original ttl");
-    tokio::time::timeout(5 * SECOND, guard.lost()).await.expect("lost() fires");
+    assert!(
+        guard.is_held(),
+        "extend moved the deadline past the original ttl"
+    );
+    tokio::time::timeout(5 * SECOND, guard.lost())
+        .await
+        .expect("lost() fires");
     assert!(!guard.is_held());
     assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
 }
@@ -123,7 +146,11 @@ async fn try_lock_on_a_held_key_is_none_and_wait_zero_is_busy() {
         Err(Error::Busy { key, .. }) => assert_eq!(key, "k"),
         other => panic!("expected Busy, got {other:?}"),
     }
-    let err = locker.lock("k").wait(Duration::from_millis(100)).await.unwrap_err();
+    let err = locker
+        .lock("k")
+        .wait(Duration::from_millis(100))
+        .await
+        .unwrap_err();
     match err {
         Error::Busy { waited, .. } => assert!(waited >= Duration::from_millis(100)),
         other => panic!("expected Busy, got {other:?}"),
@@ -146,7 +173,10 @@ async fn cancelled_acquire_leaves_nothing_held() {
 #[tokio::test]
 async fn bad_input_gives_the_documented_errors() {
     let locker = Locker::memory();
-    assert!(matches!(locker.lock("").await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(
+        locker.lock("").await,
+        Err(Error::InvalidKey { .. })
+    ));
     assert!(matches!(
         locker.lock("k").ttl(Duration::ZERO).await,
         Err(Error::InvalidArgument { .. })
@@ -162,7 +192,10 @@ async fn bad_input_gives_the_documented_errors() {
     let err = dlock::lookup("nobody-registered-this").await.unwrap_err();
     assert!(matches!(err, Error::NotConfigured { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("dlock::register") && msg.contains("DLOCK_URL_NOBODY_REGISTERED_THIS"), "{msg}");
+    assert!(
+        msg.contains("dlock::register") && msg.contains("DLOCK_URL_NOBODY_REGISTERED_THIS"),
+        "{msg}"
+    );
     // Odd keys are fine on the memory backend.
     for key in ["a/b", "{tag}", " ", "\n", "ключ", &"x".repeat(5000)] {
         let g = locker.lock(key).await.unwrap();
@@ -176,7 +209,10 @@ async fn registry_names() {
     let a = dlock::lookup("memory").await.unwrap();
     let b = dlock::lookup("memory").await.unwrap();
     let g = a.lock("shared").await.unwrap();
-    assert!(b.try_lock("shared").await.unwrap().is_none(), "one process-wide memory space");
+    assert!(
+        b.try_lock("shared").await.unwrap().is_none(),
+        "one process-wide memory space"
+    );
     g.release().await.unwrap();
     let mine = Locker::memory();
     dlock::register("registry-test", mine.clone());
@@ -217,8 +253,14 @@ fn blocking_api_works_from_plain_threads() {
 #[tokio::test]
 async fn blocking_api_errors_inside_a_runtime() {
     let locker = Locker::memory();
-    assert!(matches!(locker.lock("k").blocking(), Err(Error::BlockingInAsync)));
-    assert!(matches!(Locker::connect_blocking("memory://"), Err(Error::BlockingInAsync)));
+    assert!(matches!(
+        locker.lock("k").blocking(),
+        Err(Error::BlockingInAsync)
+    ));
+    assert!(matches!(
+        Locker::connect_blocking("memory://"),
+        Err(Error::BlockingInAsync)
+    ));
     // A guard acquired here and moved to a plain thread is released there.
     let guard = locker.lock("k").await.unwrap();
     std::thread::spawn(move || drop(guard)).join().unwrap();

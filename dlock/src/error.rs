@@ -21,7 +21,9 @@ pub enum Error {
     },
     /// The lease is gone: it expired, a renewal was refused, or the session holding it ended.
     /// Token-checked release and extend return this instead of touching the next holder's lock.
-    #[error("lease on lock `{key}` is lost: it expired or was taken over; the lock is no longer held")]
+    #[error(
+        "lease on lock `{key}` is lost: it expired or was taken over; the lock is no longer held"
+    )]
     Lost {
         /// The key of the lost lock.
         key: String,

@@ -162,9 +162,11 @@ impl LockGuard {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
             Ok(())
         } else {
-            live.lease
-                .state
-                .mark_lost(&self.key, live.backend.name(), "release found another holder");
+            live.lease.state.mark_lost(
+                &self.key,
+                live.backend.name(),
+                "release found another holder",
+            );
             Err(Error::Lost {
                 key: self.key.to_string(),
             })

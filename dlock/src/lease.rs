@@ -167,7 +167,11 @@ async fn run(
                 tracing::trace!(target: "dlock", key = &*key, backend = name, "lock lease renewed");
             }
             Ok(Ok(false)) => {
-                state.mark_lost(&key, name, "renewal refused: the lock is held by another token");
+                state.mark_lost(
+                    &key,
+                    name,
+                    "renewal refused: the lock is held by another token",
+                );
                 return;
             }
             Ok(Err(e)) => {

@@ -8,7 +8,8 @@ use crate::backend::Backend;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
-const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, zookeeper://";
+const SCHEMES: &str =
+    "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, zookeeper://";
 
 /// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
 ///

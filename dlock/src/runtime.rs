@@ -55,7 +55,9 @@ where
             Ok(rt) => {
                 rt.spawn(fut);
             }
-            Err(e) => tracing::warn!(target: "dlock", error = %e, "cannot release in the background"),
+            Err(e) => {
+                tracing::warn!(target: "dlock", error = %e, "cannot release in the background")
+            }
         },
     }
 }

@@ -192,7 +192,10 @@ mod tests {
         let m = MemoryBackend::new();
         let ttl = Duration::from_secs(5);
         assert!(m.acquire("k", "a", ttl, None).await.unwrap().is_some());
-        let busy = m.acquire("k", "b", ttl, Some(Instant::now())).await.unwrap();
+        let busy = m
+            .acquire("k", "b", ttl, Some(Instant::now()))
+            .await
+            .unwrap();
         assert!(busy.is_none());
     }
 

@@ -1,0 +1,1 @@
+//! macros integration tests (being written).

@@ -1,0 +1,1 @@
+//! mysql integration tests (being written).

@@ -1,0 +1,37 @@
+//! `dlock-hold <url> <key> <ttl_ms> fixed|watchdog`: takes a lock, prints `HELD <fence>`, and
+//! sleeps until killed. The integration tests SIGKILL it to show a crashed holder's lock frees.
+
+use std::io::Write;
+use std::time::Duration;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, key, ttl_ms, mode] = args.as_slice() else {
+        eprintln!("usage: dlock-hold <url> <key> <ttl_ms> fixed|watchdog");
+        std::process::exit(2);
+    };
+    let ttl = Duration::from_millis(ttl_ms.parse().unwrap_or(1000));
+    let result = async {
+        let locker = dlock::Locker::connect(url).await?;
+        locker
+            .lock(key.as_str())
+            .ttl(ttl)
+            .watchdog(mode == "watchdog")
+            .wait(Duration::from_secs(10))
+            .await
+    }
+    .await;
+    match result {
+        Ok(guard) => {
+            let fence = guard.fence().map_or("none".to_string(), |f| f.to_string());
+            println!("HELD {fence}");
+            let _ = std::io::stdout().flush();
+            std::future::pending::<()>().await;
+        }
+        Err(e) => {
+            println!("ERROR {e}");
+            std::process::exit(1);
+        }
+    }
+}

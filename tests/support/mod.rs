@@ -1,0 +1,87 @@
+//! Shared helpers of the integration tests: server URLs and clear failures when a server is down.
+#![allow(dead_code)] // each test binary uses a subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The Redis URL the tests use: `DLOCK_TEST_REDIS_URL` or `redis://127.0.0.1:6379`.
+pub fn redis_url() -> String {
+    std::env::var("DLOCK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The MariaDB/MySQL URL the tests use: `DLOCK_TEST_MYSQL_URL` or `mysql://root@127.0.0.1:3306/test`.
+pub fn mysql_url() -> String {
+    std::env::var("DLOCK_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// The ZooKeeper URL the tests use: `DLOCK_TEST_ZOOKEEPER_URL` or `zookeeper://127.0.0.1:2181/dlock-test`.
+pub fn zookeeper_url() -> String {
+    std::env::var("DLOCK_TEST_ZOOKEEPER_URL")
+        .unwrap_or_else(|_| "zookeeper://127.0.0.1:2181/dlock-test".into())
+}
+
+/// Connects to `url` or fails the test with a message naming the server and how to start it.
+pub async fn connect(server: &str, url: &str) -> dlock::Locker {
+    match dlock::Locker::connect(url).await {
+        Ok(locker) => locker,
+        Err(e) => panic!(
+            "{server} is not reachable at {url}: {e}\n\
+             start the test servers with `scripts/services.sh up` (or set DLOCK_TEST_*_URL)"
+        ),
+    }
+}
+
+/// A unique key prefix per test run, so parallel test processes never share keys.
+pub fn unique(name: &str) -> String {
+    format!("{name}:{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A child process (the `dlock-hold` binary) that holds a lock until killed.
+pub struct Holder {
+    pub child: Child,
+    pub fence: Option<u64>,
+}
+
+impl Holder {
+    /// Starts `dlock-hold <url> <key> <ttl_ms> <watchdog>` and waits until it holds the lock.
+    pub fn start(url: &str, key: &str, ttl: Duration, watchdog: bool) -> Holder {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dlock-hold"))
+            .args([
+                url,
+                key,
+                &ttl.as_millis().to_string(),
+                if watchdog { "watchdog" } else { "fixed" },
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dlock-hold");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read from dlock-hold");
+        let fence = match line.trim().strip_prefix("HELD ") {
+            Some(f) => f.parse().ok(),
+            None => {
+                let _ = child.kill();
+                panic!("dlock-hold did not take the lock: {line:?}");
+            }
+        };
+        Holder { child, fence }
+    }
+
+    /// SIGKILL: the process dies without releasing anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL dlock-hold");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,1 @@
+//! zookeeper integration tests (being written).
