@@ -113,9 +113,8 @@ impl LockGuard {
     /// # Ok(()) }
     /// ```
     pub async fn lost(&self) {
-        match &self.live {
-            Some(live) => live.lease.state.lost().await,
-            None => {}
+        if let Some(live) = &self.live {
+            live.lease.state.lost().await;
         }
     }
 
