@@ -125,3 +125,34 @@ pub(crate) fn jitter(lo: Duration, hi: Duration) -> Duration {
     let span = (hi - lo).as_nanos() as u64;
     lo + Duration::from_nanos(r % span.max(1))
 }
+
+/// A shared backend is a backend: keep an `Arc` to read backend-specific counters while a
+/// [`Locker`](crate::Locker) uses it.
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        (**self).acquire(key, token, ttl, deadline)
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        (**self).release(key, token)
+    }
+
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        (**self).extend(key, token, ttl)
+    }
+}

@@ -1,49 +1,554 @@
-//! The redis backend (being written).
+//! The Redis backend: `SET NX PX` with a fence in one script, token-checked release and renewal,
+//! pub/sub wake-ups that wake one local waiter per release.
+//!
+//! # Scripts
+//! Every state change is one Lua script run with `EVALSHA` (loaded on first use, reloaded when
+//! the server answers `NOSCRIPT`), so no step can interleave with another client's:
+//!
+//! - **acquire**: `SET lock token NX PX ttl`; on success `INCR fence` and return the new fence;
+//!   otherwise return the holder's remaining `PTTL` (it bounds the waiter's fallback retry).
+//! - **release**: if `GET lock == token` then `DEL lock` and `PUBLISH released`; returns 1 or 0.
+//!   Never `GET` then `DEL` from the client: the lease could expire and another client take the
+//!   lock between the two, and the `DEL` would free *their* lock.
+//! - **extend** (also the watchdog's renewal): if `GET lock == token` then `PEXPIRE lock ttl`.
+//!
+//! # Key mapping
+//! A user key `k` becomes three Redis names that share one hash tag, so they live in one slot and
+//! the scripts work unchanged on Redis Cluster:
+//!
+//! | name | Redis key / channel |
+//! |---|---|
+//! | lock | `dlock:{E(k)}` |
+//! | fence counter | `dlock:{E(k)}:fence` |
+//! | release notices | `dlock:{E(k)}:released` (a pub/sub channel) |
+//!
+//! `E` percent-encodes `%`, `{` and `}` (as `%25`, `%7B`, `%7D`) and keeps every other byte, so
+//! the tag is exactly `E(k)`, never cut short by a `}` in the key, and distinct keys map to
+//! distinct names (the encoding is injective). Redis keys are binary-safe: spaces, newlines,
+//! non-ASCII and long keys need nothing more. The fence counter is left behind by design (a
+//! fence must never go back); everything else disappears on release or expiry.
+//!
+//! # Waiting
+//! The first attempt is made without any subscription (the uncontended path costs one round
+//! trip). A waiter then joins its key's local FIFO queue and the Locker's one pub/sub connection
+//! subscribes to the key's channel (once per key, shared by all local waiters) **before** the next
+//! attempt, so a release published between a failed attempt and the wait is never missed. Each
+//! notice wakes only the front waiter of that key's queue; a waiter that leaves after being
+//! woken passes the wake-up on. When no notice comes (lost connection, a holder that crashed),
+//! a fallback retry fires after a jittered delay bounded by the holder's remaining `PTTL` (and a
+//! backoff that grows from 200 ms), never after a fixed sleep.
+//!
+//! # Connections
+//! Commands go over one multiplexed, auto-reconnecting [`ConnectionManager`] with a 2 s connect
+//! timeout and a 3 s response timeout, so a dead server is an [`Error::Backend`] in bounded time.
+//! The pub/sub connection (RESP3, resubscribes after reconnecting) is opened on the first wait.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::{Backend, BoxFuture, Grant};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Script, Value};
+use tokio::sync::{Notify, OnceCell};
+
+use super::{jitter, remaining, Backend, BoxFuture, Grant};
+use crate::locker::mask_password;
 use crate::{Error, Result};
 
-/// The redis [`Backend`] (being written).
-#[derive(Debug)]
-pub struct RedisBackend;
+const NAME: &str = "redis";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
+const FALLBACK_MIN: Duration = Duration::from_millis(200);
+const FALLBACK_MAX: Duration = Duration::from_secs(5);
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}",
+    )
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '1')
+  return 1
+end
+return 0",
+    )
+});
+
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0",
+    )
+});
+
+/// The Redis names of one user key (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    /// The lock itself: `dlock:{E(k)}`.
+    pub lock: Vec<u8>,
+    /// The fence counter: `dlock:{E(k)}:fence`.
+    pub fence: Vec<u8>,
+    /// The release-notice channel: `dlock:{E(k)}:released`.
+    pub channel: Vec<u8>,
+}
+
+impl RedisKeys {
+    /// Maps a user key to its Redis names.
+    pub fn new(key: &str) -> Self {
+        let mut lock = Vec::with_capacity(key.len() + 8);
+        lock.extend_from_slice(b"dlock:{");
+        for &b in key.as_bytes() {
+            match b {
+                b'%' => lock.extend_from_slice(b"%25"),
+                b'{' => lock.extend_from_slice(b"%7B"),
+                b'}' => lock.extend_from_slice(b"%7D"),
+                _ => lock.push(b),
+            }
+        }
+        lock.push(b'}');
+        let mut fence = lock.clone();
+        fence.extend_from_slice(b":fence");
+        let mut channel = lock.clone();
+        channel.extend_from_slice(b":released");
+        RedisKeys {
+            lock,
+            fence,
+            channel,
+        }
+    }
+}
+
+/// The Redis [`Backend`]. Made by [`Locker::connect`](crate::Locker::connect) for `redis://`
+/// and `rediss://` URLs.
+pub struct RedisBackend {
+    client: redis::Client,
+    commands: ConnectionManager,
+    notices: Arc<Notices>,
+    /// The pub/sub connection, opened on the first wait.
+    pubsub: OnceCell<Arc<tokio::sync::Mutex<PubSub>>>,
+    attempts: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("server", &self.client.get_connection_info().addr())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend_err(e: impl Into<crate::BoxError>) -> Error {
+    Error::backend(NAME, e)
+}
 
 impl RedisBackend {
-    /// Connects to `url`.
+    /// Connects to `redis://[user:pass@]host:port[/db]` (or `rediss://` when the `redis` crate
+    /// is built with TLS).
     ///
     /// # Errors
-    /// Always, for now.
+    /// [`Error::InvalidUrl`] for a URL the `redis` crate rejects; [`Error::Backend`] when the
+    /// server does not answer within the connect timeout.
     pub async fn connect(url: &str) -> Result<Self> {
-        Err(Error::backend(
-            "redis",
-            format!("not implemented yet: {url}"),
-        ))
+        let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!("{e}; expected redis://[user:pass@]host:port[/db]"),
+        })?;
+        let commands = tokio::time::timeout(
+            CONNECT_TIMEOUT * 2,
+            ConnectionManager::new_with_config(client.clone(), manager_config()),
+        )
+        .await
+        .map_err(|_| backend_err(format!("connect to {} timed out", mask_password(url))))?
+        .map_err(|e| backend_err(format!("cannot connect to {}: {e}", mask_password(url))))?;
+        Ok(RedisBackend {
+            client,
+            commands,
+            notices: Arc::new(Notices::default()),
+            pubsub: OnceCell::new(),
+            attempts: AtomicU64::new(0),
+        })
+    }
+
+    /// Acquire attempts made so far by this backend (for benchmarks and tests: with a release
+    /// notice waking one local waiter, it stays close to one attempt per acquisition).
+    #[doc(hidden)]
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// One acquire attempt: `Ok(Ok(fence))` or `Ok(Err(holder's pttl))`.
+    async fn attempt(
+        &self,
+        keys: &RedisKeys,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<u64, Option<Duration>>> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut con = self.commands.clone();
+        let (won, value): (i64, i64) = ACQUIRE
+            .key(&keys.lock)
+            .key(&keys.fence)
+            .arg(token)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        Ok(if won == 1 {
+            Ok(u64::try_from(value).map_err(|_| backend_err("negative fence counter"))?)
+        } else {
+            // PTTL: -2 the key vanished meanwhile, -1 a foreign key without expiry.
+            Err(u64::try_from(value).ok().map(Duration::from_millis))
+        })
+    }
+
+    /// Makes sure the pub/sub connection listens on `channel` (for a waiter already queued).
+    async fn ensure_subscribed(&self, channel: &[u8]) -> Result<()> {
+        let pubsub = self
+            .pubsub
+            .get_or_try_init(|| async {
+                let info = self.client.get_connection_info().clone();
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                let client =
+                    redis::Client::open(info.set_redis_settings(settings)).map_err(backend_err)?;
+                let notices = Arc::downgrade(&self.notices);
+                let config = manager_config()
+                    .set_automatic_resubscription()
+                    .set_push_sender(move |push: PushInfo| on_push(&notices, push));
+                let con = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(backend_err)?;
+                Ok::<_, Error>(Arc::new(tokio::sync::Mutex::new(PubSub {
+                    con,
+                    subscribed: HashSet::new(),
+                })))
+            })
+            .await?;
+        // Checked and changed under the one mutex, so SUBSCRIBE and UNSUBSCRIBE of a channel
+        // reach the server in the order the queue state asked for them.
+        let mut pubsub = pubsub.lock().await;
+        if !pubsub.subscribed.contains(channel) {
+            pubsub.con.subscribe(channel).await.map_err(backend_err)?;
+            pubsub.subscribed.insert(channel.to_vec());
+        }
+        Ok(())
+    }
+}
+
+/// The pub/sub connection and the channels it listens on.
+struct PubSub {
+    con: ConnectionManager,
+    subscribed: HashSet<Vec<u8>>,
+}
+
+/// Unsubscribes from `channel` if no local waiter wants it any more.
+async fn unsubscribe_if_idle(
+    pubsub: Arc<tokio::sync::Mutex<PubSub>>,
+    notices: Weak<Notices>,
+    channel: Vec<u8>,
+) {
+    let mut pubsub = pubsub.lock().await;
+    let idle = notices
+        .upgrade()
+        .is_some_and(|n| !n.queues().contains_key(&channel));
+    if idle && pubsub.subscribed.remove(&channel) {
+        if let Err(e) = pubsub.con.unsubscribe(&channel).await {
+            tracing::debug!(target: "dlock", backend = NAME, error = %e, "unsubscribe failed");
+        }
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1))
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Runs on the pub/sub connection's reader: must not block.
+fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), ()> {
+    let Some(notices) = notices.upgrade() else {
+        return Err(());
+    };
+    match push.kind {
+        PushKind::Message => {
+            if let Some(Value::BulkString(channel)) = push.data.first() {
+                notices.wake_front(channel);
+            }
+        }
+        // A notice may have been lost while reconnecting: let every front waiter retry.
+        PushKind::Disconnection => notices.wake_all_fronts(),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Local waiters per channel, in arrival order.
+#[derive(Default)]
+struct Notices {
+    queues: Mutex<HashMap<Vec<u8>, VecDeque<Arc<Waiter>>>>,
+}
+
+#[derive(Default)]
+struct Waiter {
+    notify: Notify,
+    /// Woken and not yet consumed: forwarded to the next waiter if this one leaves.
+    pending: AtomicBool,
+}
+
+impl Waiter {
+    fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+impl Notices {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, VecDeque<Arc<Waiter>>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_waiters(&self, channel: &[u8]) -> bool {
+        self.queues().contains_key(channel)
+    }
+
+    fn is_front(&self, channel: &[u8], waiter: &Arc<Waiter>) -> bool {
+        self.queues()
+            .get(channel)
+            .and_then(|q| q.front())
+            .is_some_and(|f| Arc::ptr_eq(f, waiter))
+    }
+
+    /// Adds a waiter at the back of the channel's queue; true when it is at the front.
+    fn join(&self, channel: &[u8], waiter: Arc<Waiter>) -> bool {
+        let mut queues = self.queues();
+        let queue = queues.entry(channel.to_vec()).or_default();
+        queue.push_back(waiter);
+        queue.len() == 1
+    }
+
+    /// Removes a waiter; true when the channel has no waiters left (the caller unsubscribes).
+    /// A front waiter leaving without the lock (gave up), or with a wake-up it did not use,
+    /// wakes the next one, which then attempts.
+    fn leave(&self, channel: &[u8], waiter: &Arc<Waiter>, acquired: bool) -> bool {
+        let mut queues = self.queues();
+        let Some(queue) = queues.get_mut(channel) else {
+            return false;
+        };
+        let was_front = queue.front().is_some_and(|f| Arc::ptr_eq(f, waiter));
+        queue.retain(|w| !Arc::ptr_eq(w, waiter));
+        if waiter.pending.load(Ordering::Acquire) || (was_front && !acquired) {
+            if let Some(next) = queue.front() {
+                next.wake();
+            }
+        }
+        if queue.is_empty() {
+            queues.remove(channel);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn wake_front(&self, channel: &[u8]) {
+        if let Some(front) = self.queues().get(channel).and_then(|q| q.front()) {
+            front.wake();
+        }
+    }
+
+    fn wake_all_fronts(&self) {
+        for front in self.queues().values().filter_map(|q| q.front()) {
+            front.wake();
+        }
+    }
+}
+
+/// A place in a key's local queue, left on drop (also when the acquire future is dropped).
+struct QueuePlace<'a> {
+    backend: &'a RedisBackend,
+    channel: &'a [u8],
+    waiter: Arc<Waiter>,
+    /// Leaving with the lock: the next waiter waits for our release notice.
+    acquired: bool,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        if !self
+            .backend
+            .notices
+            .leave(self.channel, &self.waiter, self.acquired)
+        {
+            return;
+        }
+        // The last local waiter of this key left: unsubscribe in the background (a drop must
+        // not wait for the server).
+        if let (Some(pubsub), Ok(handle)) = (
+            self.backend.pubsub.get(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            handle.spawn(unsubscribe_if_idle(
+                pubsub.clone(),
+                Arc::downgrade(&self.backend.notices),
+                self.channel.to_vec(),
+            ));
+        }
     }
 }
 
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
-        "redis"
+        NAME
     }
+
     fn acquire<'a>(
         &'a self,
-        _key: &'a str,
-        _token: &'a str,
-        _ttl: Duration,
-        _deadline: Option<Instant>,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        Box::pin(async { Err(Error::backend("redis", "not implemented yet")) })
+        Box::pin(async move {
+            let keys = RedisKeys::new(key);
+            let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
+            let mut holder_pttl = None;
+            // Barge only when no local waiter is queued for this key: otherwise queue behind
+            // them, so a release hands the lock to the front waiter instead of racing it.
+            if one_attempt || !self.notices.has_waiters(&keys.channel) {
+                let sent_at = Instant::now();
+                match self.attempt(&keys, token, ttl).await? {
+                    Ok(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
+                    Err(pttl) => holder_pttl = pttl,
+                }
+                if one_attempt {
+                    return Ok(None);
+                }
+            }
+            // Join the queue and subscribe before the next attempt, so no notice is missed.
+            let waiter = Arc::new(Waiter::default());
+            let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
+            let mut place = QueuePlace {
+                backend: self,
+                channel: &keys.channel,
+                waiter: waiter.clone(),
+                acquired: false,
+            };
+            self.ensure_subscribed(&keys.channel).await?;
+            let mut fallback = FALLBACK_MIN;
+            loop {
+                if should_attempt {
+                    // Consume a wake-up before attempting: the attempt answers it.
+                    waiter.pending.store(false, Ordering::Release);
+                    let sent_at = Instant::now();
+                    match self.attempt(&keys, token, ttl).await? {
+                        Ok(fence) => {
+                            place.acquired = true;
+                            return Ok(Some(Grant::new(Some(fence), sent_at)));
+                        }
+                        Err(pttl) => holder_pttl = pttl.or(holder_pttl),
+                    }
+                }
+                let left = remaining(deadline);
+                if left.is_some_and(|l| l.is_zero()) {
+                    return Ok(None);
+                }
+                // Only the front waiter needs a fallback for a missed notice: the others move up
+                // as waiters ahead of them leave. The fallback fires within the holder's
+                // remaining lease, jittered.
+                let fallback_in = if self.notices.is_front(&keys.channel, &waiter) {
+                    let bound = match holder_pttl.take() {
+                        Some(pttl) => fallback.min(pttl + Duration::from_millis(1)),
+                        None => fallback.min(Duration::from_millis(5)),
+                    };
+                    Some(jitter(bound / 2, bound))
+                } else {
+                    None
+                };
+                let sleep = match (fallback_in, left) {
+                    (Some(f), Some(l)) => Some(f.min(l)),
+                    (f, l) => f.or(l),
+                };
+                let timer = async {
+                    match sleep {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = waiter.notify.notified() => fallback = FALLBACK_MIN,
+                    _ = timer => fallback = (fallback * 2).min(FALLBACK_MAX),
+                }
+                should_attempt = true;
+            }
+        })
     }
-    fn release<'a>(&'a self, _key: &'a str, _token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Err(Error::backend("redis", "not implemented yet")) })
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let keys = RedisKeys::new(key);
+            let mut con = self.commands.clone();
+            let released: i64 = RELEASE
+                .key(&keys.lock)
+                .arg(token)
+                .arg(&keys.channel)
+                .invoke_async(&mut con)
+                .await
+                .map_err(backend_err)?;
+            Ok(released == 1)
+        })
     }
+
     fn extend<'a>(
         &'a self,
-        _key: &'a str,
-        _token: &'a str,
-        _ttl: Duration,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Err(Error::backend("redis", "not implemented yet")) })
+        Box::pin(async move {
+            let keys = RedisKeys::new(key);
+            let mut con = self.commands.clone();
+            let extended: i64 = EXTEND
+                .key(&keys.lock)
+                .arg(token)
+                .arg(ttl_ms(ttl))
+                .invoke_async(&mut con)
+                .await
+                .map_err(backend_err)?;
+            Ok(extended == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_and_stay_distinct() {
+        let k = RedisKeys::new("a}b{c%");
+        assert_eq!(k.lock, b"dlock:{a%7Db%7Bc%25}");
+        assert_eq!(k.fence, b"dlock:{a%7Db%7Bc%25}:fence");
+        assert_eq!(k.channel, b"dlock:{a%7Db%7Bc%25}:released");
+        assert_ne!(RedisKeys::new("%7D").lock, RedisKeys::new("}").lock);
+        assert_ne!(RedisKeys::new("a").lock, RedisKeys::new("a}").lock);
     }
 }
