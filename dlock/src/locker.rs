@@ -66,6 +66,11 @@ impl Locker {
             )),
             #[cfg(not(feature = "redis"))]
             "redis" | "rediss" => Err(not_compiled(url, "redis")),
+            #[cfg(feature = "redlock")]
+            "redlock" => Ok(Locker::from_backend(
+                crate::backend::redlock::RedlockBackend::connect(url).await?,
+            )),
+            #[cfg(not(feature = "redlock"))]
             "redlock" => Err(not_compiled(url, "redlock")),
             #[cfg(feature = "mysql")]
             "mysql" | "mariadb" => Ok(Locker::from_backend(

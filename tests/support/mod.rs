@@ -96,7 +96,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts a server on `port` (e.g. again after [`kill`](Self::kill)).
+    pub fn start_on(port: u16) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("dlock-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let child = Command::new("redis-server")
@@ -148,6 +152,11 @@ impl RedisServer {
     /// SIGCONT.
     pub fn resume(&self) {
         self.signal("-CONT");
+    }
+
+    /// SIGKILL; returns the port so a new server can take it.
+    pub fn kill(self) -> u16 {
+        self.port
     }
 }
 

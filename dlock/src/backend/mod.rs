@@ -26,6 +26,8 @@ pub mod memory;
 pub mod mysql;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redlock")]
+pub mod redlock;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 

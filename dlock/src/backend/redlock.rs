@@ -1,0 +1,306 @@
+//! Redlock: one lock over N independent Redis masters, held while a majority agrees.
+//!
+//! `redlock://host:port,host:port,host:port[,...]` names N independent masters (N odd, at
+//! least 3; `redlock://user:pass@h1:p1,h2:p2,...` applies the credentials to every node). The
+//! algorithm is the one of the [Redlock description](https://redis.io/docs/latest/develop/use/patterns/distributed-locks/):
+//!
+//! 1. Send `SET key token NX PX ttl` to every node at once, each bounded by a short per-node
+//!    timeout (`ttl / 10`, between 10 ms and 250 ms), so a paused, killed or refusing node costs
+//!    at most that timeout and never stalls the acquire.
+//! 2. The lock is won when a quorum of `N/2 + 1` nodes said yes and the validity time
+//!    `ttl − elapsed − drift` (drift = `ttl × 0.01 + 2 ms`) is still positive. The client counts
+//!    its lease from the moment the requests were sent minus the drift, so it never believes it
+//!    holds the lock longer than the quorum does.
+//! 3. Otherwise the token is released on every node at once and the attempt is retried after a
+//!    random delay, until the wait runs out.
+//!
+//! Release and extend (and so the watchdog's renewal) run the Redis backend's token-checked
+//! scripts on every node at once; extend needs a quorum, and a renewal that loses it fires
+//! [`lost()`](crate::LockGuard::lost). Keys map to Redis names exactly as in
+//! [the Redis backend](super::redis).
+//!
+//! # No fencing tokens
+//! [`fence()`](crate::LockGuard::fence) is `None` here. A fence must strictly increase across
+//! holders; over N independent masters there is no single counter to increment, and counting on
+//! a quorum of counters can go backwards when nodes restart or a minority was partitioned,
+//! which needs consensus to fix (see Martin Kleppmann,
+//! [How to do distributed locking](https://martin.kleppmann.com/2016/02/08/how-to-do-distributed-locking.html)).
+//! When the protected resource must reject late writers, use a backend that gives fences:
+//! `redis` (one master), `zookeeper` (the node's czxid) or `mysql` (an AUTO_INCREMENT id).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use tokio::task::JoinSet;
+
+use super::redis::{manager_config, ttl_ms, RedisKeys, EXTEND, RELEASE};
+use super::{jitter, remaining, Backend, BoxFuture, Grant};
+use crate::locker::mask_password;
+use crate::{Error, Result};
+
+const NAME: &str = "redlock";
+
+/// The Redlock [`Backend`]. Made by [`Locker::connect`](crate::Locker::connect) for
+/// `redlock://` URLs.
+pub struct RedlockBackend {
+    nodes: Arc<[ConnectionManager]>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for RedlockBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedlockBackend")
+            .field("nodes", &self.names)
+            .finish()
+    }
+}
+
+/// What one node said to one command.
+enum Answer {
+    Yes,
+    No,
+    Failed,
+}
+
+impl RedlockBackend {
+    /// Connects (lazily: down nodes are tolerated) to `redlock://h1:p1,h2:p2,h3:p3[,...]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for fewer than 3 nodes, an even number of nodes, or a node address
+    /// the `redis` crate rejects.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidUrl {
+            url: mask_password(url),
+            reason,
+        };
+        let rest = url
+            .split_once("://")
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| bad("expected redlock://host:port,host:port,host:port".into()))?;
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((user, hosts)) => (format!("{user}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let hosts: Vec<&str> = hosts
+            .trim_end_matches('/')
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        if hosts.len() < 3 {
+            return Err(bad(format!(
+                "Redlock needs at least 3 independent Redis masters, got {}; list them as \
+                 redlock://h1:6379,h2:6379,h3:6379 (or use redis:// for a single server)",
+                hosts.len()
+            )));
+        }
+        if hosts.len() % 2 == 0 {
+            return Err(bad(format!(
+                "Redlock needs an odd number of masters, got {}: an even number tolerates no \
+                 more failures than one fewer; add or drop one node",
+                hosts.len()
+            )));
+        }
+        let mut nodes = Vec::with_capacity(hosts.len());
+        for host in &hosts {
+            let node_url = format!("redis://{userinfo}{host}");
+            let client = redis::Client::open(node_url.as_str())
+                .map_err(|e| bad(format!("node `{host}`: {e}")))?;
+            let con = ConnectionManager::new_lazy_with_config(client, manager_config())
+                .map_err(|e| Error::backend(NAME, e))?;
+            nodes.push(con);
+        }
+        Ok(RedlockBackend {
+            nodes: nodes.into(),
+            names: hosts.iter().map(|h| h.to_string()).collect(),
+        })
+    }
+
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// Runs `op` on every node at once, each bounded by `timeout`.
+    async fn on_all(
+        &self,
+        op: Op,
+        keys: &Arc<RedisKeys>,
+        token: &Arc<str>,
+        timeout: Duration,
+    ) -> Vec<Answer> {
+        let mut calls = JoinSet::new();
+        for node in self.nodes.iter() {
+            let (mut con, keys, token) = (node.clone(), keys.clone(), token.clone());
+            calls.spawn(async move {
+                match tokio::time::timeout(timeout, op.run(&mut con, &keys, &token)).await {
+                    Ok(Ok(redis::Value::Okay)) | Ok(Ok(redis::Value::Int(1))) => Answer::Yes,
+                    Ok(Ok(_)) => Answer::No,
+                    Ok(Err(_)) | Err(_) => Answer::Failed,
+                }
+            });
+        }
+        let mut answers = Vec::with_capacity(self.nodes.len());
+        while let Some(answer) = calls.join_next().await {
+            answers.push(answer.unwrap_or(Answer::Failed));
+        }
+        answers
+    }
+
+    /// A token-checked script on every node: `Ok(true)` with a quorum of yes, `Ok(false)` when
+    /// a quorum answered and too few said yes, an error when too few answered to tell.
+    async fn quorum_of(&self, op: Op, key: &str, token: &str) -> Result<bool> {
+        let (keys, token) = (Arc::new(RedisKeys::new(key)), Arc::from(token));
+        let answers = self
+            .on_all(op, &keys, &token, Duration::from_millis(500))
+            .await;
+        let yes = answers.iter().filter(|a| matches!(a, Answer::Yes)).count();
+        let answered = answers
+            .iter()
+            .filter(|a| !matches!(a, Answer::Failed))
+            .count();
+        if yes >= self.quorum() {
+            Ok(true)
+        } else if answered >= self.quorum() {
+            Ok(false)
+        } else {
+            Err(self.no_quorum(op.name(), answered))
+        }
+    }
+
+    fn no_quorum(&self, what: &str, answered: usize) -> Error {
+        Error::backend(
+            NAME,
+            format!(
+                "{what}: only {answered} of {} nodes ({}) answered; a quorum of {} is needed",
+                self.nodes.len(),
+                self.names.join(", "),
+                self.quorum()
+            ),
+        )
+    }
+}
+
+/// One command of the algorithm, run on one node.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Set(Duration),
+    Release,
+    Extend(Duration),
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Set(_) => "acquire",
+            Op::Release => "release",
+            Op::Extend(_) => "extend",
+        }
+    }
+
+    async fn run(
+        self,
+        con: &mut ConnectionManager,
+        keys: &RedisKeys,
+        token: &str,
+    ) -> redis::RedisResult<redis::Value> {
+        match self {
+            Op::Set(ttl) => {
+                redis::cmd("SET")
+                    .arg(&keys.lock)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms(ttl))
+                    .query_async(con)
+                    .await
+            }
+            // The scripts load themselves on a node that answers NOSCRIPT.
+            Op::Release => {
+                RELEASE
+                    .key(&keys.lock)
+                    .arg(token)
+                    .arg(&keys.channel)
+                    .invoke_async(con)
+                    .await
+            }
+            Op::Extend(ttl) => {
+                EXTEND
+                    .key(&keys.lock)
+                    .arg(token)
+                    .arg(ttl_ms(ttl))
+                    .invoke_async(con)
+                    .await
+            }
+        }
+    }
+}
+
+/// Clock drift allowance of the Redlock description: 1 % of the ttl plus 2 ms.
+fn drift(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(2)
+}
+
+impl Backend for RedlockBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(async move {
+            let (keys, token) = (Arc::new(RedisKeys::new(key)), Arc::<str>::from(token));
+            let node_timeout =
+                (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+            let drift = drift(ttl);
+            loop {
+                let sent_at = Instant::now();
+                let answers = self.on_all(Op::Set(ttl), &keys, &token, node_timeout).await;
+                let yes = answers.iter().filter(|a| matches!(a, Answer::Yes)).count();
+                let validity = ttl.checked_sub(sent_at.elapsed() + drift);
+                if yes >= self.quorum() && validity.is_some_and(|v| !v.is_zero()) {
+                    let sent_at = sent_at.checked_sub(drift).unwrap_or(sent_at);
+                    return Ok(Some(Grant::new(None, sent_at)));
+                }
+                // Not won: undo the minority at once so it blocks nobody.
+                if yes > 0 {
+                    self.on_all(Op::Release, &keys, &token, node_timeout).await;
+                }
+                let left = remaining(deadline);
+                if left.is_some_and(|l| l.is_zero()) {
+                    let answered = answers
+                        .iter()
+                        .filter(|a| !matches!(a, Answer::Failed))
+                        .count();
+                    if answered < self.quorum() {
+                        return Err(self.no_quorum("acquire", answered));
+                    }
+                    return Ok(None);
+                }
+                let mut pause = jitter(Duration::from_millis(5), Duration::from_millis(50));
+                if let Some(left) = left {
+                    pause = pause.min(left);
+                }
+                tokio::time::sleep(pause).await;
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.quorum_of(Op::Release, key, token))
+    }
+
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.quorum_of(Op::Extend(ttl), key, token))
+    }
+}
