@@ -1,1 +1,484 @@
-//! macros integration tests (being written).
+//! `#[distributed_lock]` on real functions, over in-memory lockers registered under a name per
+//! test (so tests running in one process never share a lock space).
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlock::{distributed_lock, Error, LockGuard, Locker};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Registers a fresh in-memory lock space under `name` and returns it (to hold keys from the
+/// test while annotated functions run).
+fn fresh(name: &str) -> Locker {
+    let locker = Locker::memory();
+    dlock::register(name, locker.clone());
+    locker
+}
+
+/// Runs `f` on a plain thread outside any runtime, where a plain `fn`'s blocking lock works.
+/// (Not `spawn_blocking`: its threads are inside the runtime's context, so dlock's blocking API
+/// returns `Error::BlockingInAsync` there.)
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+/// A critical section that notices overlap: a non-atomic read-yield-write counter plus the
+/// number of callers inside at once.
+#[derive(Default)]
+struct Section {
+    counter: AtomicU64,
+    inside: AtomicUsize,
+    max_inside: AtomicUsize,
+}
+
+impl Section {
+    fn enter(&self) -> u64 {
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_inside.fetch_max(now, Ordering::SeqCst);
+        self.counter.load(Ordering::SeqCst)
+    }
+
+    fn leave(&self, seen: u64) {
+        self.counter.store(seen + 1, Ordering::SeqCst);
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[distributed_lock(key = "counter:{name}", backend = "serial-async", wait = "30s")]
+async fn bump(name: &'static str, n: u64, section: Arc<Section>) -> Result<u64, Error> {
+    let seen = section.enter();
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    section.leave(seen);
+    Ok(n * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_four_concurrent_async_calls_run_one_at_a_time() {
+    fresh("serial-async");
+    let section = Arc::new(Section::default());
+    let calls: Vec<_> = (0..24)
+        .map(|n| tokio::spawn(bump("shared", n, section.clone()))) // also proves the future is Send
+        .collect();
+    for (n, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), n as u64 * 10);
+    }
+    assert_eq!(section.counter.load(Ordering::SeqCst), 24);
+    assert_eq!(section.max_inside.load(Ordering::SeqCst), 1);
+}
+
+#[distributed_lock(key = "sync-counter", backend = "serial-sync", wait = "30s")]
+fn bump_sync(section: &Section, n: u64) -> Result<u64, Error> {
+    let seen = section.enter();
+    std::thread::sleep(Duration::from_millis(5));
+    section.leave(seen);
+    Ok(n + 100)
+}
+
+#[test]
+fn a_sync_fn_called_from_six_threads_is_serialized() {
+    fresh("serial-sync");
+    let section = Section::default();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..6)
+            .map(|n| {
+                let section = &section;
+                s.spawn(move || {
+                    (0..4)
+                        .map(|_| bump_sync(section, n).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (n, t) in threads.into_iter().enumerate() {
+            assert_eq!(t.join().unwrap(), vec![n as u64 + 100; 4]);
+        }
+    });
+    assert_eq!(section.counter.load(Ordering::SeqCst), 24);
+    assert_eq!(section.max_inside.load(Ordering::SeqCst), 1);
+}
+
+struct Account {
+    id: u64,
+    region: String,
+    balance: u64,
+}
+
+impl Account {
+    #[distributed_lock(key = "account:{self.region}/{self.id}", backend = "methods", guard = g, wait = "0s")]
+    async fn held_key(&self) -> Result<String, Error> {
+        Ok(g.key().to_owned())
+    }
+
+    /// Deposits.
+    #[distributed_lock(
+        key = "account:{self.region}/{self.id}",
+        backend = "methods",
+        wait = "0s"
+    )]
+    pub async fn deposit(&mut self, amount: u64) -> Result<u64, Error> {
+        self.balance += amount;
+        Ok(self.balance)
+    }
+
+    #[distributed_lock(
+        key = "account:{self.region}/{self.id}",
+        backend = "methods",
+        wait = "0s"
+    )]
+    fn withdraw(&mut self, amount: u64) -> Result<u64, Error> {
+        self.balance -= amount;
+        Ok(self.balance)
+    }
+}
+
+#[tokio::test]
+async fn methods_lock_keys_built_from_self_fields() {
+    let locker = fresh("methods");
+    let mut account = Account {
+        id: 7,
+        region: "eu".into(),
+        balance: 10,
+    };
+    assert_eq!(account.held_key().await.unwrap(), "account:eu/7");
+    assert_eq!(account.deposit(5).await.unwrap(), 15);
+
+    let held = locker.lock("account:eu/7").await.unwrap();
+    assert!(account.deposit(5).await.unwrap_err().is_busy());
+    held.release().await.unwrap();
+
+    let region = account.region.clone();
+    let balance = off_runtime(move || {
+        let mut account = account;
+        account.withdraw(3)
+    });
+    assert_eq!(balance.unwrap(), 12, "withdraw in region {region}");
+}
+
+static JOB_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[distributed_lock(key = "nightly-job", backend = "skip", on_busy = "skip")]
+async fn nightly_job() -> Result<u64, Error> {
+    Ok(JOB_RUNS.fetch_add(1, Ordering::SeqCst) + 100)
+}
+
+#[tokio::test]
+async fn on_busy_skip_returns_the_default_while_held_and_runs_once_free() {
+    let locker = fresh("skip");
+    let held = locker.lock("nightly-job").await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        nightly_job().await.unwrap(),
+        0,
+        "skipped: Default::default()"
+    );
+    assert!(
+        started.elapsed() < SECOND,
+        "skip without `wait` makes one attempt"
+    );
+    assert_eq!(JOB_RUNS.load(Ordering::SeqCst), 0, "the body must not run");
+    held.release().await.unwrap();
+    assert_eq!(nightly_job().await.unwrap(), 100);
+    assert_eq!(JOB_RUNS.load(Ordering::SeqCst), 1);
+}
+
+#[derive(Debug)]
+enum AppError {
+    Lock(Error),
+    #[allow(dead_code)]
+    Invalid(&'static str),
+}
+
+impl From<Error> for AppError {
+    fn from(e: Error) -> Self {
+        AppError::Lock(e)
+    }
+}
+
+#[distributed_lock(key = "order:{order_id}", backend = "busy", wait = "0s")]
+async fn settle(order_id: u64, amount: u64) -> Result<u64, AppError> {
+    Ok(order_id + amount)
+}
+
+#[tokio::test]
+async fn wait_zero_when_busy_is_an_err_converted_into_the_users_error_type() {
+    let locker = fresh("busy");
+    let held = locker.lock("order:42").await.unwrap();
+    match settle(42, 1).await {
+        Err(AppError::Lock(Error::Busy { key, waited })) => {
+            assert_eq!(key, "order:42");
+            assert!(waited < SECOND);
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert_eq!(settle(43, 1).await.unwrap(), 44, "other keys are free");
+    held.release().await.unwrap();
+    assert_eq!(settle(42, 1).await.unwrap(), 43);
+}
+
+#[distributed_lock(key = "fenced", backend = "guard", guard = lock)]
+async fn fenced() -> Result<(Option<u64>, bool, String), Error> {
+    Ok((lock.fence(), lock.is_held(), lock.key().to_owned()))
+}
+
+#[distributed_lock(key = "fenced", backend = "guard", guard = lock)]
+fn fenced_sync() -> Result<(Option<u64>, bool), Error> {
+    let lock: &LockGuard = lock;
+    Ok((lock.fence(), lock.is_held()))
+}
+
+#[tokio::test]
+async fn guard_binds_the_lock_guard_with_fence_and_is_held() {
+    fresh("guard");
+    let (first, held, key) = fenced().await.unwrap();
+    assert!(held);
+    assert_eq!(key, "fenced");
+    let (second, _, _) = fenced().await.unwrap();
+    let (third, held) = off_runtime(fenced_sync).unwrap();
+    assert!(held);
+    assert!(first.unwrap() < second.unwrap() && second.unwrap() < third.unwrap());
+}
+
+static FINISHED: AtomicBool = AtomicBool::new(false);
+
+#[distributed_lock(key = "import", backend = "lost", ttl = "150ms", abort_on_lost = true)]
+async fn import() -> Result<(), AppError> {
+    tokio::time::sleep(10 * SECOND).await;
+    FINISHED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+#[distributed_lock(key = "import-on", backend = "lost", ttl = "100ms", guard = g)]
+async fn import_runs_on() -> Result<bool, AppError> {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    Ok(g.is_held())
+}
+
+#[tokio::test]
+async fn abort_on_lost_stops_a_body_whose_lease_is_lost() {
+    let locker = fresh("lost");
+    let started = Instant::now();
+    match import().await {
+        Err(AppError::Lock(e)) => {
+            assert!(e.is_lost(), "{e}");
+            assert!(e.to_string().contains("import"), "{e}");
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < 5 * SECOND,
+        "aborted at the loss, not after the body"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!FINISHED.load(Ordering::SeqCst), "the body was dropped");
+    // The key is free again: the lease ran out.
+    assert!(locker.try_lock("import").await.unwrap().is_some());
+
+    // Without `abort_on_lost` the body runs on past the loss (and a warning is logged).
+    assert!(
+        !import_runs_on().await.unwrap(),
+        "lease lost during the body"
+    );
+}
+
+#[distributed_lock(key = "panics:{which}", backend = "panic")]
+async fn panics(which: u32) -> Result<(), Error> {
+    if which < 100 {
+        panic!("boom {which}");
+    }
+    Ok(())
+}
+
+#[distributed_lock(key = "panics-sync", backend = "panic")]
+fn panics_sync() -> Result<(), Error> {
+    panic!("boom");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_body_still_releases_the_lock() {
+    let locker = fresh("panic");
+    let err = tokio::spawn(panics(1)).await.unwrap_err();
+    assert!(err.is_panic());
+    let guard = locker.lock("panics:1").wait(5 * SECOND).await;
+    assert!(guard.is_ok(), "the panicking call's lock was released");
+
+    let err = std::thread::spawn(panics_sync).join().unwrap_err();
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
+    assert!(locker.lock("panics-sync").wait(5 * SECOND).await.is_ok());
+}
+
+fn parse_amount(text: &str) -> Result<u64, AppError> {
+    text.parse().map_err(|_| AppError::Invalid("not a number"))
+}
+
+#[distributed_lock(key = "early:{text}", backend = "early")]
+async fn early(text: &str) -> Result<u64, AppError> {
+    if text.is_empty() {
+        return Err(AppError::Invalid("empty"));
+    }
+    if text == "zero" {
+        return Ok(0);
+    }
+    let amount = parse_amount(text)?;
+    Ok(amount * 2)
+}
+
+#[distributed_lock(key = "early-sync:{text}", backend = "early")]
+fn early_sync(text: &str) -> Result<u64, AppError> {
+    if text == "zero" {
+        return Ok(0);
+    }
+    Ok(parse_amount(text)? * 2)
+}
+
+#[tokio::test]
+async fn early_return_and_question_mark_release_the_lock() {
+    let locker = fresh("early");
+    let free = |key: &'static str| {
+        let locker = locker.clone();
+        async move { locker.try_lock(key).await.unwrap().is_some() }
+    };
+    assert!(matches!(early("").await, Err(AppError::Invalid("empty"))));
+    assert!(free("early:").await);
+    assert_eq!(early("zero").await.unwrap(), 0);
+    assert!(free("early:zero").await);
+    assert!(matches!(
+        early("x").await,
+        Err(AppError::Invalid("not a number"))
+    ));
+    assert!(free("early:x").await);
+    assert_eq!(early("21").await.unwrap(), 42);
+    assert!(free("early:21").await);
+
+    let results = off_runtime(|| (early_sync("zero"), early_sync("y")));
+    assert_eq!(results.0.unwrap(), 0);
+    assert!(matches!(results.1, Err(AppError::Invalid(_))));
+    assert!(free("early-sync:zero").await);
+    assert!(free("early-sync:y").await);
+}
+
+#[tokio::test]
+async fn a_cancelled_call_releases_the_lock() {
+    let locker = fresh("cancel");
+    #[distributed_lock(key = "slow", backend = "cancel")]
+    async fn slow() -> Result<(), Error> {
+        tokio::time::sleep(10 * SECOND).await;
+        Ok(())
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(50), slow())
+        .await
+        .is_err());
+    assert!(locker.lock("slow").wait(5 * SECOND).await.is_ok());
+}
+
+#[distributed_lock(key = "io:{path}", backend = "aliases", wait = "0s")]
+async fn read_config(path: &str) -> std::io::Result<usize> {
+    Ok(path.len())
+}
+
+#[distributed_lock(key = "anyhow:{n}", backend = "aliases", wait = "0s")]
+async fn compute(n: u32) -> anyhow::Result<u32> {
+    anyhow::ensure!(n < 1000, "too big");
+    Ok(n + 1)
+}
+
+#[tokio::test]
+async fn io_and_anyhow_result_aliases_work() {
+    let locker = fresh("aliases");
+    assert_eq!(read_config("a.toml").await.unwrap(), 6);
+    assert_eq!(compute(1).await.unwrap(), 2);
+    assert!(compute(5000).await.is_err());
+
+    let _held = (
+        locker.lock("io:b.toml").await.unwrap(),
+        locker.lock("anyhow:7").await.unwrap(),
+    );
+    let io = read_config("b.toml").await.unwrap_err();
+    assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
+    let any = compute(7).await.unwrap_err();
+    assert!(any.downcast_ref::<Error>().unwrap().is_busy());
+}
+
+#[distributed_lock(key = "blocking", backend = "in-async")]
+fn plain_fn() -> Result<(), Error> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sync_fn_called_inside_a_runtime_returns_blocking_in_async() {
+    fresh("in-async");
+    assert!(matches!(plain_fn(), Err(Error::BlockingInAsync)));
+}
+
+#[tokio::test]
+async fn an_unknown_backend_name_is_not_configured() {
+    #[distributed_lock(key = "x", backend = "nobody-registered-this")]
+    async fn f() -> Result<(), Error> {
+        Ok(())
+    }
+    match f().await {
+        Err(Error::NotConfigured { name, env_var }) => {
+            assert_eq!(name, "nobody-registered-this");
+            assert_eq!(env_var, "DLOCK_URL_NOBODY_REGISTERED_THIS");
+        }
+        other => panic!("expected NotConfigured, got {other:?}"),
+    }
+}
+
+mod shapes {
+    use super::*;
+
+    pub struct Point {
+        pub x: i32,
+        pub y: i32,
+    }
+
+    pub struct Order {
+        pub id: u64,
+        pub shop: Shop,
+    }
+
+    pub struct Shop {
+        pub name: String,
+    }
+
+    /// Generics, a where clause, a pattern parameter and an `impl Trait` parameter.
+    #[distributed_lock(key = "g:{item}:{a}-{b}:{label}:{x},{y}", backend = "shapes", guard = g)]
+    pub async fn generic<T, E>(
+        item: T,
+        (a, b): (u32, u32),
+        label: impl Display + Send,
+        Point { x, y }: Point,
+    ) -> Result<String, E>
+    where
+        T: Display + Send,
+        E: From<Error>,
+    {
+        Ok(format!("{}|{item}|{}|{label}|{x}", g.key(), a + b))
+    }
+
+    #[distributed_lock(key = "{{literal}}:{order.shop.name}/{order.id}", backend = "shapes", guard = g)]
+    pub fn nested(order: &Order) -> Result<String, Error> {
+        Ok(g.key().to_owned())
+    }
+}
+
+#[tokio::test]
+async fn generics_patterns_impl_trait_and_nested_fields() {
+    fresh("shapes");
+    let out = shapes::generic::<_, AppError>("it", (1, 2), 'L', shapes::Point { x: 5, y: 6 })
+        .await
+        .unwrap();
+    assert_eq!(out, "g:it:1-2:L:5,6|it|3|L|5");
+    let order = shapes::Order {
+        id: 9,
+        shop: shapes::Shop {
+            name: "acme".into(),
+        },
+    };
+    let key = off_runtime(move || shapes::nested(&order)).unwrap();
+    assert_eq!(key, "{literal}:acme/9");
+}

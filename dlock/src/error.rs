@@ -74,7 +74,8 @@ pub enum Error {
     /// from inside an async runtime, where it would block a worker thread.
     #[error(
         "blocking dlock call made inside an async runtime, where it would block a worker thread; \
-         use the async API (`.await`) there, or call it from `tokio::task::spawn_blocking`"
+         use the async API (`.await`) there, or make the call from a plain thread \
+         (`std::thread::spawn`); tokio's `spawn_blocking` threads count as inside the runtime"
     )]
     BlockingInAsync,
 }
@@ -101,3 +102,22 @@ impl Error {
 
 /// `Result<T, dlock::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Lets functions returning `std::io::Result<T>` use `?` on dlock calls and
+/// `#[distributed_lock]`: `Busy` becomes `WouldBlock`, `Lost` `ConnectionAborted`, bad input
+/// `InvalidInput`, `NotConfigured` `NotFound`, the rest `Other`; the dlock error is the source.
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        use std::io::ErrorKind;
+        let kind = match &e {
+            Error::Busy { .. } => ErrorKind::WouldBlock,
+            Error::Lost { .. } => ErrorKind::ConnectionAborted,
+            Error::NotConfigured { .. } => ErrorKind::NotFound,
+            Error::InvalidKey { .. } | Error::InvalidUrl { .. } | Error::InvalidArgument { .. } => {
+                ErrorKind::InvalidInput
+            }
+            _ => ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}

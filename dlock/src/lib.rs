@@ -43,6 +43,9 @@ mod error;
 mod guard;
 mod lease;
 mod locker;
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod macro_support;
 mod registry;
 mod request;
 mod runtime;

@@ -1,0 +1,8 @@
+//! Compile errors of `#[distributed_lock]`, pinned in `tests/ui/*.stderr`.
+//! Regenerate after an intended change with `TRYBUILD=overwrite cargo test -p dlock-macros --test ui`.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
