@@ -1,1 +1,395 @@
-//! mysql integration tests (being written).
+//! The MySQL / MariaDB backend against the real server (`DLOCK_TEST_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306/test`; `scripts/services.sh up` starts it).
+//!
+//! Every test uses keys from `support::unique`, so tests running in parallel (and earlier runs)
+//! never share a row, and each ends by checking that no row of its keys is left in the table.
+//! Timing bounds are generous on purpose: the suite runs on a 2-core machine next to other test
+//! processes, and every lock operation is an fsynced write.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dlock::{Error, Locker};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::AssertSqlSafe;
+use support::Holder;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+async fn locker() -> Locker {
+    support::connect("MariaDB/MySQL", &support::mysql_url()).await
+}
+
+/// A direct sqlx pool on the test database, to look at the table behind dlock's back.
+async fn db() -> MySqlPool {
+    let url = support::mysql_url();
+    MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB/MySQL is not reachable at {url}: {e}\n\
+                 start the test servers with `scripts/services.sh up` (or set DLOCK_TEST_MYSQL_URL)"
+            )
+        })
+}
+
+/// Rows of the default table whose `lock_name` starts with `prefix` (a `support::unique` key is
+/// lowercase, so its mapped names, plain or hashed, all start with it).
+async fn rows_with_prefix(db: &MySqlPool, prefix: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM distributed_lock WHERE lock_name LIKE CONCAT(?, '%')")
+        .bind(prefix)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 5 s: a dropped guard releases in the background) until no row of `prefix` is left.
+async fn assert_nothing_left(prefix: &str) {
+    let db = db().await;
+    let until = Instant::now() + 5 * SECOND;
+    loop {
+        let n = rows_with_prefix(&db, prefix).await;
+        if n == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{n} row(s) of {prefix} left in distributed_lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_tasks_over_four_lockers_keep_a_counter_exact_with_increasing_fences() {
+    let key = support::unique("counter");
+    let mut lockers = Vec::new();
+    for _ in 0..4 {
+        lockers.push(locker().await);
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    // Pushed while holding the lock, so the order is the holders' order.
+    let fences = Arc::new(Mutex::new(Vec::new()));
+    const ROUNDS: u64 = 25;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let locker = lockers[i % 4].clone();
+        let (key, counter, fences) = (key.clone(), counter.clone(), fences.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                let guard = locker.lock(&key).wait(120 * SECOND).await.unwrap();
+                let seen = counter.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                counter.store(seen + 1, Ordering::SeqCst);
+                fences.lock().unwrap().push(guard.fence().unwrap());
+                guard.release().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 16 * ROUNDS);
+    let fences = fences.lock().unwrap().clone();
+    assert_eq!(fences.len() as u64, 16 * ROUNDS);
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fences must strictly increase in holder order: {fences:?}"
+    );
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test]
+async fn stale_release_and_extend_after_expiry_are_lost_and_leave_the_new_holder_intact() {
+    let key = support::unique("stale");
+    let (a, b) = (locker().await, locker().await);
+    let stale = a.lock(&key).ttl(Duration::from_millis(300)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The expired row is taken over: deleted by its expiry, re-inserted with a new id.
+    let next = b.lock(&key).wait(10 * SECOND).await.unwrap();
+    assert!(
+        next.fence() > stale.fence(),
+        "{:?} after {:?}",
+        next.fence(),
+        stale.fence()
+    );
+    assert!(matches!(
+        stale.extend(10 * SECOND).await,
+        Err(Error::Lost { .. })
+    ));
+    assert!(matches!(stale.release().await, Err(Error::Lost { .. })));
+    assert!(next.is_held());
+    assert!(
+        a.try_lock(&key).await.unwrap().is_none(),
+        "the new holder keeps the lock"
+    );
+    next.extend(10 * SECOND).await.unwrap();
+    next.release().await.unwrap();
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_guard_frees_the_key_at_once() {
+    let key = support::unique("dropped");
+    let (a, b) = (locker().await, locker().await);
+    let guard = a.lock(&key).await.unwrap(); // 30 s watchdog lease
+    let waiter = {
+        let key = key.clone();
+        tokio::spawn(async move { b.lock(&key).wait(20 * SECOND).await.map(|g| g.waited()) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(guard);
+    // "At once" = by the dropped guard's background release and the next poll (at most 50 ms
+    // apart), far below the 30 s lease; 5 s leaves room for a loaded 2-core machine.
+    let waited = waiter.await.unwrap().unwrap();
+    assert!(
+        waited < 5 * SECOND + Duration::from_millis(300),
+        "waited {waited:?}"
+    );
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_guard_frees_after_its_ttl() {
+    let key = support::unique("forgotten");
+    let (a, b) = (locker().await, locker().await);
+    let ttl = 2 * SECOND;
+    let started = Instant::now();
+    let guard = a.lock(&key).ttl(ttl).await.unwrap();
+    std::mem::forget(guard);
+    assert!(b.try_lock(&key).await.unwrap().is_none());
+    let next = b.lock(&key).wait(20 * SECOND).await.unwrap();
+    let after = started.elapsed();
+    // Not before the lease ends (server time; allow 100 ms of clock granularity), and well
+    // before the wait runs out (generous: loaded 2-core machine).
+    assert!(
+        after >= ttl - Duration::from_millis(100),
+        "freed after {after:?}"
+    );
+    assert!(after < ttl + 10 * SECOND, "freed after {after:?}");
+    next.release().await.unwrap();
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_keeps_a_short_lease_alive_for_several_seconds() {
+    let key = support::unique("watchdog");
+    let (a, b) = (locker().await, locker().await);
+    let guard = a
+        .lock(&key)
+        .ttl(Duration::from_millis(600))
+        .watchdog(true)
+        .await
+        .unwrap();
+    let until = Instant::now() + 3 * SECOND;
+    while Instant::now() < until {
+        assert!(guard.is_held());
+        assert!(
+            b.try_lock(&key).await.unwrap().is_none(),
+            "the watchdog must keep the 600 ms lease"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    assert!(b.try_lock(&key).await.unwrap().is_some());
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_holder_frees_after_its_lease() {
+    let key = support::unique("killed");
+    let url = support::mysql_url();
+    let lease = 2 * SECOND;
+    let holder = Holder::start(&url, &key, lease, true);
+    let held_fence = holder.fence;
+    let b = locker().await;
+    assert!(b.try_lock(&key).await.unwrap().is_none());
+    let killed_at = Instant::now();
+    holder.kill();
+    let next = b.lock(&key).wait(30 * SECOND).await.unwrap();
+    let after = killed_at.elapsed();
+    // The watchdog renewed up to the kill, so the row expires within one lease after it; allow
+    // generous slack for a loaded machine.
+    assert!(after < lease + 10 * SECOND, "freed after {after:?}");
+    assert!(
+        next.fence() > held_fence,
+        "{:?} after {held_fence:?}",
+        next.fence()
+    );
+    next.release().await.unwrap();
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_keys_lock_exclusively_and_stay_distinct() {
+    let prefix = support::unique("hostile");
+    let suffixes = [
+        "it's \"quoted\" `ticked`".to_string(),
+        "'; DROP TABLE distributed_lock; --".to_string(),
+        "ключ 日本語 🔒 ẞ".to_string(),
+        "line1\nline2\r\n\ttab".to_string(),
+        "x".repeat(5000),
+        "y".repeat(5001),
+        "Order:42".to_string(),
+        "order:42".to_string(),
+        "ORDER:42".to_string(),
+        "k".to_string(),
+        "k ".to_string(),
+        "k\0".to_string(),
+        "%_\\".to_string(),
+    ];
+    let keys: Vec<String> = suffixes.iter().map(|s| format!("{prefix}:{s}")).collect();
+    let (a, b) = (locker().await, locker().await);
+    // All held at once: a shared row would make one of these busy.
+    let mut guards = Vec::new();
+    for key in &keys {
+        let guard = a
+            .try_lock(key.as_str())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key:?} should be free"));
+        guards.push(guard);
+    }
+    for key in &keys {
+        assert!(
+            b.try_lock(key.as_str()).await.unwrap().is_none(),
+            "{key:?} must be exclusive"
+        );
+    }
+    let db = db().await;
+    assert_eq!(rows_with_prefix(&db, &prefix).await, keys.len() as i64);
+    // Hashed names end in the SHA-256 of the key, as the module docs say (checked by the server).
+    let plain = ["order:42", "k"]; // only these suffixes keep the key as is
+    for (key, _) in keys
+        .iter()
+        .zip(&suffixes)
+        .filter(|(_, s)| !plain.contains(&s.as_str()))
+    {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM distributed_lock WHERE lock_name LIKE CONCAT(?, '%~', SHA2(?, 256))",
+        )
+        .bind(&prefix)
+        .bind(key)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        assert_eq!(n, 1, "hashed lock_name of {key:?}");
+    }
+    for guard in guards {
+        guard.release().await.unwrap();
+    }
+    // The table is still there.
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM distributed_lock")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_nothing_left(&prefix).await;
+}
+
+#[tokio::test]
+async fn the_seeds_own_table_gives_the_documented_migration_error() {
+    let table = format!("dlock_seed_{}", uuid::Uuid::new_v4().simple());
+    let db = db().await;
+    // The seed's exact DDL, under another name.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id BIGINT NOT NULL AUTO_INCREMENT, \
+         lock_name VARCHAR(255) NOT NULL, secret_key VARCHAR(64) NOT NULL, \
+         create_time DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (id), \
+         UNIQUE KEY uk_lock_name (lock_name)) ENGINE=InnoDB"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
+    let url = format!("{}?table={table}", support::mysql_url());
+    let result = Locker::connect(&url).await;
+    let alter = format!(
+        "ALTER TABLE `{table}` ADD COLUMN `expire_at` DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00'"
+    );
+    let outcome = match result {
+        Err(e @ Error::Backend { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("lacks column `expire_at`"), "{msg}");
+            assert!(msg.contains(&alter), "{msg}");
+            // The advice works: after it the same URL connects and locks.
+            sqlx::raw_sql(AssertSqlSafe(alter))
+                .execute(&db)
+                .await
+                .unwrap();
+            let locker = Locker::connect(&url).await.unwrap();
+            let guard = locker.try_lock("seed-table").await.unwrap().unwrap();
+            assert!(guard.fence().is_some());
+            guard.release().await.unwrap();
+            Ok(())
+        }
+        Err(e) => Err(format!("expected a backend error, got {e:?}")),
+        Ok(_) => Err("the seed's table was accepted without expire_at".to_string()),
+    };
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&db)
+        .await
+        .unwrap();
+    outcome.unwrap();
+}
+
+#[tokio::test]
+async fn a_closed_port_errors_in_bounded_time() {
+    let started = Instant::now();
+    let result = Locker::connect("mysql://root@127.0.0.1:1/test").await;
+    // Refused at once; 10 s is a generous bound for a loaded machine.
+    assert!(started.elapsed() < 10 * SECOND, "{:?}", started.elapsed());
+    match result {
+        Err(Error::Backend { backend, .. }) => assert_eq!(backend, "mysql"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_are_invalid_urls() {
+    for url in [
+        "mysql://root@127.0.0.1:3306/test?table=a`b",
+        "mysql://root@127.0.0.1:3306/test?table=drop%20table",
+        "mysql://root:secret@127.0.0.1:3306",
+    ] {
+        match Locker::connect(url).await {
+            Err(Error::InvalidUrl { url: shown, reason }) => {
+                assert!(!shown.contains("secret"), "password shown: {shown}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn key_mapping_is_as_documented() {
+    use dlock::backend::mysql::lock_name;
+    assert_eq!(lock_name("order:42"), "order:42");
+    // Capitals, spaces and anything else: readable prefix, `~`, SHA-256 of the whole key.
+    // The standard SHA-256 test vector of the empty string (a key the locker itself refuses).
+    assert_eq!(
+        lock_name(""),
+        "~e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let upper = lock_name("Order:42");
+    assert!(
+        upper.starts_with("order:42~") && upper.len() == 9 + 64,
+        "{upper}"
+    );
+    assert_ne!(lock_name("a b"), lock_name("a_b"));
+    assert_ne!(lock_name("k "), lock_name("k"));
+    assert!(lock_name(&"x".repeat(5000)).len() <= 255);
+    assert_eq!(lock_name(&"y".repeat(190)), "y".repeat(190));
+    assert_ne!(lock_name(&"y".repeat(191)), "y".repeat(191));
+    let hostile = lock_name("'; DROP TABLE distributed_lock; --");
+    assert!(
+        hostile.starts_with("___drop_table_distributed_lock__--~"),
+        "{hostile}"
+    );
+    assert!(hostile.chars().all(|c| c.is_ascii_graphic()));
+}

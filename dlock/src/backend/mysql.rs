@@ -1,49 +1,726 @@
-//! The mysql backend (being written).
+//! The MySQL / MariaDB backend (feature `mysql`): one row per held lock in a table.
+//!
+//! ```text
+//! mysql://user[:password]@host[:port]/database[?table=name&<sqlx options>]
+//! mariadb://...                                   (the same)
+//! ```
+//!
+//! **A database lock is the slowest backend.** Every acquire and every release is a committed
+//! write, so each costs an fsync of the redo log (with the default
+//! `innodb_flush_log_at_trx_commit = 1`), and a waiter learns of a release only by polling. Use
+//! it when the database is the one shared service you have, or when the lock should live next to
+//! the data it protects; prefer Redis or ZooKeeper for high lock rates.
+//!
+//! # The table
+//!
+//! The seed's table `distributed_lock` (the name is set with `?table=`; letters, digits, `_` and
+//! `$`, at most 64, always quoted with backticks) plus the lease end `expire_at`. It is created
+//! at [`connect`](MysqlBackend::connect) when missing:
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS `distributed_lock` (
+//!   id          BIGINT       NOT NULL AUTO_INCREMENT,  -- the fence
+//!   lock_name   VARCHAR(255) NOT NULL,                 -- the mapped key (see below)
+//!   secret_key  VARCHAR(64)  NOT NULL,                 -- the holder's token (uuid v4)
+//!   create_time DATETIME     NOT NULL DEFAULT CURRENT_TIMESTAMP,
+//!   expire_at   DATETIME(6)  NOT NULL DEFAULT '1000-01-01 00:00:00',  -- lease end, UTC
+//!   PRIMARY KEY (id),
+//!   UNIQUE KEY uk_lock_name (lock_name)
+//! ) ENGINE=InnoDB
+//! ```
+//!
+//! When a table of that name exists but lacks something dlock needs (for example the seed's own
+//! table, which has no `expire_at`), `connect` fails with [`Error::Backend`] naming what is
+//! missing and the exact `ALTER TABLE` that fixes it, e.g.
+//! ``ALTER TABLE `distributed_lock` ADD COLUMN `expire_at` DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00'``
+//! (rows written by code that knows no lease then count as expired, so they can be taken over).
+//!
+//! # Statements
+//!
+//! All SQL is parameterized; the only text put into statements is the validated table name.
+//! Lease arithmetic is done by the server (`UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND`), never
+//! with the client's clock; UTC rather than `NOW(6)` so that neither the session `time_zone` nor a
+//! DST change can move a lease.
+//!
+//! | step | statement | round trips |
+//! |---|---|---|
+//! | acquire | `INSERT (lock_name, secret_key, expire_at)`; the unique key makes a second holder fail with error 1062 | 1 when free |
+//! | busy | `SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) WHERE lock_name = ?`: the holder's remaining lease | 1 per poll |
+//! | takeover | `DELETE WHERE lock_name = ? AND expire_at < UTC_TIMESTAMP(6)`, then the acquire `INSERT` again | 2 |
+//! | release | `DELETE WHERE lock_name = ? AND secret_key = ?`; 0 rows: not ours | 1 |
+//! | extend | `UPDATE SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)`; 0 rows: not ours | 1 |
+//!
+//! A release after the lease ran out but before anyone took the key over still deletes the row
+//! and succeeds: nobody else held the key in between.
+//!
+//! **Takeover.** A row whose `expire_at` has passed (its holder crashed or stalled) is deleted by
+//! a statement whose condition is the expiry itself, so it can never remove a live lease, and the
+//! next `INSERT` races for the key like any acquire. It is not a single statement, but it needs
+//! none: each step is atomic, the expired holder's `extend` requires `expire_at >= now` and its
+//! `release` requires its own token, so once expired it can neither revive nor remove the next
+//! holder's row. Deleting and re-inserting (rather than an `ON DUPLICATE KEY UPDATE` in place)
+//! is what gives the new holder a new `id`.
+//!
+//! **Fence.** The row's `AUTO_INCREMENT` `id`, returned by the winning `INSERT` itself (no extra
+//! round trip). Every acquisition inserts a new row, so every holder gets a new id from the
+//! table's counter, which only grows: fences strictly increase per key (and across keys of the
+//! table) and an id is never handed out twice. Two caveats of InnoDB, both outside dlock's
+//! control: MySQL before 8.0 recomputes the counter as `MAX(id) + 1` at a server restart, so ids
+//! of deleted rows can come back after a restart there (MariaDB ≥ 10.2.4 and MySQL ≥ 8.0 persist
+//! the counter); and the id is drawn at the start of the `INSERT`, before the unique-key check, so
+//! with `innodb_autoinc_lock_mode` 1 or 2 an `INSERT` stalled between the two for longer than a
+//! whole other holder's tenure could win with a smaller id than that holder's.
+//!
+//! # Keys
+//!
+//! `lock_name` must be at most 255 characters and is compared with the table's collation, which
+//! may ignore case and trailing spaces (the seed's table uses the database default). So a key is
+//! stored **as is** only when it has at most 190 bytes, all of `a-z 0-9 : _ - . /` (no capitals,
+//! no spaces: distinct under any collation). Any other key is stored as a readable prefix (its
+//! first 64 characters, capitals lowered, any other character as `_`), a `~`, and the hex SHA-256
+//! of the whole key: `Order:42` becomes `order:42~` followed by 64 hex digits, the same as
+//! `CONCAT('order:42~', SHA2('Order:42', 256))` in SQL, so an operator can find a key's row. A
+//! stored-as-is name never contains `~`, so the two forms never meet; two keys can share a row
+//! only through a SHA-256 collision, and even then they would merely exclude each other.
+//!
+//! # Waiting
+//!
+//! A waiter polls: the first sleep is about 1 ms and each busy poll doubles it up to 50 ms, each
+//! sleep jittered (half to all of it) and cut short at the holder's remaining lease (so an expired
+//! holder is taken over at once) and at the caller's deadline. InnoDB deadlocks (error 1213) and
+//! lock-wait timeouts (1205), which an `INSERT` racing a `DELETE` on the same key can meet, roll
+//! back only the statement; they are retried, never surfaced.
+//!
+//! # Connections
+//!
+//! A sqlx pool of up to 16 connections, opened lazily, with no test query before each checkout
+//! (that would be a round trip per lock) and a 5 s acquire timeout, so a dead server is an error,
+//! not a hang; every statement is bounded by 10 s the same way. `connect` opens one connection
+//! directly first: a refused or unreachable server fails `connect` at once with its cause.
 
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Backend, BoxFuture, Grant};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+
+use super::{jitter, remaining, Backend, BoxFuture, Grant};
+use crate::locker::mask_password;
 use crate::{Error, Result};
 
-/// The mysql [`Backend`] (being written).
+const NAME: &str = "mysql";
+/// The table used when the URL has no `?table=`.
+pub const DEFAULT_TABLE: &str = "distributed_lock";
+/// Keys of at most this many bytes of safe characters are stored as they are.
+const MAX_PLAIN_LEN: usize = 190;
+/// Characters of the readable prefix of a hashed key.
+const PREFIX_LEN: usize = 64;
+/// First poll interval of a waiter, doubled per busy poll up to [`MAX_POLL`].
+const MIN_POLL: Duration = Duration::from_millis(1);
+const MAX_POLL: Duration = Duration::from_millis(50);
+/// How long a checkout from the pool may wait (also bounds reconnecting to a dead server).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on opening the first connection in `connect`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on any one statement, so a server that stops answering is an error, not a hang.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries of a release or extend that met a deadlock or lock-wait timeout.
+const MAX_RETRIES: u32 = 8;
+/// Longest lease the server is asked for (DATETIME ends in year 9999).
+const MAX_TTL: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+/// Column definition of `expire_at`, in the DDL and in the `ALTER TABLE` advice.
+const EXPIRE_AT_DEF: &str = "DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00'";
+
+/// The MySQL / MariaDB [`Backend`]: see the [module docs](self) for the table, the statements,
+/// the fence and the key mapping.
 #[derive(Debug)]
-pub struct MysqlBackend;
+pub struct MysqlBackend {
+    pool: MySqlPool,
+    table: String,
+    sql: Statements,
+}
+
+/// The statements, with the quoted table name in them (built once at connect).
+#[derive(Debug)]
+struct Statements {
+    insert: Arc<str>,
+    probe: Arc<str>,
+    take_over: Arc<str>,
+    release: Arc<str>,
+    extend: Arc<str>,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let t = quote(table);
+        let s = |sql: String| Arc::<str>::from(sql);
+        Statements {
+            insert: s(format!(
+                "INSERT INTO {t} (lock_name, secret_key, expire_at) \
+                 VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)"
+            )),
+            probe: s(format!(
+                "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) \
+                 FROM {t} WHERE lock_name = ?"
+            )),
+            take_over: s(format!(
+                "DELETE FROM {t} WHERE lock_name = ? AND expire_at < UTC_TIMESTAMP(6)"
+            )),
+            release: s(format!(
+                "DELETE FROM {t} WHERE lock_name = ? AND secret_key = ?"
+            )),
+            extend: s(format!(
+                "UPDATE {t} SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
+                 WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)"
+            )),
+        }
+    }
+}
+
+/// The table name between backticks. Only called on names that passed [`valid_table`].
+fn quote(table: &str) -> String {
+    format!("`{}`", table.replace('`', "``"))
+}
+
+fn valid_table(table: &str) -> bool {
+    (1..=64).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        && !table.bytes().all(|b| b.is_ascii_digit())
+}
+
+type Query = sqlx::query::Query<'static, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+
+/// A query over one of the prebuilt statements (the table name in it is validated and quoted).
+fn query(sql: &Arc<str>) -> Query {
+    sqlx::query(AssertSqlSafe(sql.clone()))
+}
+
+fn backend_err(e: impl Into<crate::BoxError>) -> Error {
+    Error::backend(NAME, e)
+}
+
+/// Runs `fut` (one statement) with [`STATEMENT_TIMEOUT`].
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> std::result::Result<T, Failure> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure::classify(e)),
+        Err(_) => Err(Failure::Fatal(backend_err(format!(
+            "the server did not answer within {STATEMENT_TIMEOUT:?}"
+        )))),
+    }
+}
+
+/// How a statement failed.
+enum Failure {
+    /// Error 1062: the key is held (only expected from the acquire `INSERT`).
+    Duplicate,
+    /// Error 1213 (deadlock) or 1205 (lock wait timeout): the statement was rolled back; retry.
+    Retry(sqlx::Error),
+    /// Anything else.
+    Fatal(Error),
+}
+
+impl Failure {
+    fn classify(e: sqlx::Error) -> Self {
+        let number = e
+            .as_database_error()
+            .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+            .map(|d| d.number());
+        match number {
+            Some(1062) => Failure::Duplicate,
+            Some(1213 | 1205) => Failure::Retry(e),
+            _ => Failure::Fatal(backend_err(e)),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Duplicate => backend_err("unexpected duplicate key (error 1062)"),
+            Failure::Retry(e) => backend_err(e),
+            Failure::Fatal(e) => e,
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    d.min(MAX_TTL).as_micros() as i64
+}
+
+/// What the waiter learnt from one look at the key.
+enum Look {
+    /// The acquire `INSERT` won: the fence.
+    Won(u64),
+    /// Free or expired (and the expired row deleted): try again at once.
+    Free,
+    /// Held by another token for this long yet.
+    Held(Duration),
+    /// Deadlock or lock-wait timeout: try again after a short pause.
+    Retry,
+}
 
 impl MysqlBackend {
-    /// Connects to `url`.
+    /// Connects to `url` (`mysql://user[:password]@host[:port]/database[?table=name]`; the
+    /// `mariadb://` scheme is the same), and creates the lock table if it is missing.
+    ///
+    /// Query parameters other than `table` are sqlx's (`ssl-mode`, `charset`, ...).
     ///
     /// # Errors
-    /// Always, for now.
+    /// [`Error::InvalidUrl`] for a URL sqlx cannot parse, one without a database, or a table name
+    /// other than 1 to 64 letters, digits, `_` and `$`; [`Error::Backend`] when the server cannot
+    /// be reached (at once, or after 5 s when it does not answer), and when the table exists
+    /// without the columns dlock needs (the message gives the `ALTER TABLE` that adds them).
     pub async fn connect(url: &str) -> Result<Self> {
-        Err(Error::backend(
-            "mysql",
-            format!("not implemented yet: {url}"),
-        ))
+        let (options, table) = parse_url(url)?;
+        // One connection opened directly: the pool would retry a refused connection until its
+        // acquire timeout and then report only "timed out", hiding the cause.
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return Err(backend_err(format!(
+                    "cannot connect to {}: {e}",
+                    mask_password(url)
+                )))
+            }
+            Err(_) => {
+                return Err(backend_err(format!(
+                    "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}",
+                    mask_password(url)
+                )))
+            }
+        };
+        let checked = tokio::time::timeout(STATEMENT_TIMEOUT, ensure_table(&mut conn, &table))
+            .await
+            .unwrap_or_else(|_| {
+                Err(backend_err(format!(
+                    "checking the lock table: no answer within {STATEMENT_TIMEOUT:?}"
+                )))
+            });
+        let _ = conn.close().await;
+        checked?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        let sql = Statements::new(&table);
+        Ok(MysqlBackend { pool, table, sql })
+    }
+
+    /// The name of the lock table.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// One look at the key: the `INSERT` if `try_insert`, else the busy probe; an expired holder
+    /// is deleted on the way.
+    async fn look(
+        &self,
+        key: &str,
+        name: &str,
+        token: &str,
+        ttl_us: i64,
+        try_insert: bool,
+    ) -> Result<Look> {
+        if try_insert {
+            let insert = query(&self.sql.insert)
+                .bind(name)
+                .bind(token)
+                .bind(ttl_us)
+                .execute(&self.pool);
+            match bounded(insert).await {
+                Ok(done) => return Ok(Look::Won(done.last_insert_id())),
+                Err(Failure::Duplicate) => {}
+                Err(Failure::Retry(_)) => return Ok(Look::Retry),
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+        let probe = sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql.probe.clone()))
+            .bind(name)
+            .fetch_optional(&self.pool);
+        let left_us = match bounded(probe).await {
+            Ok(Some(us)) => us,
+            Ok(None) => return Ok(Look::Free),
+            Err(Failure::Retry(_)) => return Ok(Look::Retry),
+            Err(f) => return Err(f.into_error()),
+        };
+        if left_us > 0 {
+            return Ok(Look::Held(Duration::from_micros(left_us as u64)));
+        }
+        let take_over = query(&self.sql.take_over).bind(name).execute(&self.pool);
+        match bounded(take_over).await {
+            Ok(done) => {
+                if done.rows_affected() > 0 {
+                    tracing::debug!(target: "dlock", key, backend = NAME, "took over an expired lease (deleted its row)");
+                }
+                Ok(Look::Free)
+            }
+            Err(Failure::Retry(_)) => Ok(Look::Retry),
+            Err(f) => Err(f.into_error()),
+        }
+    }
+
+    async fn acquire_inner(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>> {
+        let name = lock_name(key);
+        let ttl_us = micros(ttl);
+        let mut poll = MIN_POLL;
+        let mut try_insert = true;
+        // Looks that found the key free again right away; bounded so a one-attempt request
+        // (deadline already passed) cannot loop while others hand the key around.
+        let mut free_in_a_row = 0u32;
+        loop {
+            let sent_at = Instant::now();
+            let wait = match self.look(key, &name, token, ttl_us, try_insert).await? {
+                Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
+                Look::Free if free_in_a_row < 3 => {
+                    free_in_a_row += 1;
+                    try_insert = true;
+                    continue;
+                }
+                Look::Free | Look::Retry => {
+                    try_insert = true;
+                    jitter(Duration::ZERO, poll)
+                }
+                Look::Held(left) => {
+                    try_insert = false;
+                    // Wake no later than the holder's expiry (+1 ms: `expire_at < now` must hold).
+                    jitter(poll / 2, poll).min(left + MIN_POLL)
+                }
+            };
+            free_in_a_row = 0;
+            let wait = match remaining(deadline) {
+                Some(left) if left.is_zero() => return Ok(None),
+                Some(left) => wait.min(left),
+                None => wait,
+            };
+            tracing::trace!(target: "dlock", key, backend = NAME, sleep_us = wait.as_micros() as u64, "lock busy; polling");
+            tokio::time::sleep(wait).await;
+            poll = (poll * 2).min(MAX_POLL);
+        }
+    }
+
+    /// Runs a token-checked statement, retrying deadlocks and lock-wait timeouts; `true` when it
+    /// touched a row.
+    async fn checked(&self, what: &str, run: impl Fn() -> Query) -> Result<bool> {
+        let mut attempt = 0;
+        loop {
+            match bounded(run().execute(&self.pool)).await {
+                Ok(done) => return Ok(done.rows_affected() > 0),
+                Err(Failure::Retry(e)) if attempt < MAX_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "{what} met a deadlock or lock wait timeout; retrying");
+                    tokio::time::sleep(jitter(MIN_POLL, MIN_POLL * (1 << attempt.min(6)))).await;
+                }
+                Err(f) => return Err(f.into_error()),
+            }
+        }
     }
 }
 
 impl Backend for MysqlBackend {
     fn name(&self) -> &'static str {
-        "mysql"
+        NAME
     }
+
     fn acquire<'a>(
         &'a self,
-        _key: &'a str,
-        _token: &'a str,
-        _ttl: Duration,
-        _deadline: Option<Instant>,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        Box::pin(async { Err(Error::backend("mysql", "not implemented yet")) })
+        Box::pin(self.acquire_inner(key, token, ttl, deadline))
     }
-    fn release<'a>(&'a self, _key: &'a str, _token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Err(Error::backend("mysql", "not implemented yet")) })
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = lock_name(key);
+            self.checked("release", || {
+                query(&self.sql.release).bind(&*name).bind(token)
+            })
+            .await
+        })
     }
+
     fn extend<'a>(
         &'a self,
-        _key: &'a str,
-        _token: &'a str,
-        _ttl: Duration,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Err(Error::backend("mysql", "not implemented yet")) })
+        Box::pin(async move {
+            let name = lock_name(key);
+            let ttl_us = micros(ttl);
+            self.checked("extend", || {
+                query(&self.sql.extend)
+                    .bind(ttl_us)
+                    .bind(&*name)
+                    .bind(token)
+            })
+            .await
+        })
     }
+}
+
+/// Splits `?table=` off `url` and parses the rest with sqlx.
+fn parse_url(url: &str) -> Result<(MySqlConnectOptions, String)> {
+    let bad = |reason: String| Error::InvalidUrl {
+        url: mask_password(url),
+        reason,
+    };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut table = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("table", name)) => table = Some(name.to_owned()),
+            _ => rest.push(pair),
+        }
+    }
+    let table = table.unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+    if !valid_table(&table) {
+        return Err(bad(format!(
+            "table name {table:?} is not accepted: use 1 to 64 ASCII letters, digits, `_` or `$`, \
+             e.g. `?table={DEFAULT_TABLE}`"
+        )));
+    }
+    let sqlx_url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let options = MySqlConnectOptions::from_str(&sqlx_url).map_err(|e| {
+        bad(format!(
+            "{e}; expected mysql://user[:password]@host[:port]/database[?table=name]"
+        ))
+    })?;
+    if options.get_database().is_none() {
+        return Err(bad(
+            "no database given; name the one holding the lock table, e.g. \
+             mysql://root@127.0.0.1:3306/test"
+                .into(),
+        ));
+    }
+    Ok((options, table))
+}
+
+/// Creates the lock table when missing; checks an existing one has what dlock needs.
+async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
+    type Column = (String, String, i64, i64, String);
+    let columns: Vec<Column> = sqlx::query_as(
+        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), \
+                CAST(COALESCE(DATETIME_PRECISION, 0) AS SIGNED), \
+                CAST(COALESCE(CHARACTER_MAXIMUM_LENGTH, 0) AS SIGNED), \
+                CAST(LOWER(EXTRA) AS CHAR) \
+         FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend_err)?;
+
+    let t = quote(table);
+    if columns.is_empty() {
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\
+               id BIGINT NOT NULL AUTO_INCREMENT, \
+               lock_name VARCHAR(255) NOT NULL, \
+               secret_key VARCHAR(64) NOT NULL, \
+               create_time DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+               expire_at {EXPIRE_AT_DEF}, \
+               PRIMARY KEY (id), \
+               UNIQUE KEY uk_lock_name (lock_name)\
+             ) ENGINE=InnoDB"
+        );
+        sqlx::raw_sql(AssertSqlSafe(ddl))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| backend_err(format!("creating the lock table {t}: {e}")))?;
+        return Ok(());
+    }
+
+    let find = |name: &str| columns.iter().find(|c| c.0.eq_ignore_ascii_case(name));
+    let text_len_at_least = |name: &str, len: i64| {
+        find(name).map(|c| matches!(c.1.as_str(), "varchar" | "char") && c.3 >= len)
+    };
+    let mut missing = Vec::new();
+    let mut fixes = Vec::new();
+    match find("id") {
+        None => {
+            missing.push("column `id` (the fence)".to_owned());
+            fixes.push("ADD COLUMN `id` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY".to_owned());
+        }
+        Some(c) if !c.4.contains("auto_increment") => {
+            missing.push("AUTO_INCREMENT on column `id` (the fence)".to_owned());
+            fixes.push("MODIFY COLUMN `id` BIGINT NOT NULL AUTO_INCREMENT".to_owned());
+        }
+        Some(_) => {}
+    }
+    match text_len_at_least("lock_name", MAX_PLAIN_LEN as i64) {
+        None => {
+            missing.push("column `lock_name` (the key)".to_owned());
+            fixes.push("ADD COLUMN `lock_name` VARCHAR(255) NOT NULL".to_owned());
+        }
+        Some(false) => {
+            missing.push(format!(
+                "column `lock_name` as VARCHAR of at least {MAX_PLAIN_LEN} characters"
+            ));
+            fixes.push("MODIFY COLUMN `lock_name` VARCHAR(255) NOT NULL".to_owned());
+        }
+        Some(true) => {}
+    }
+    match text_len_at_least("secret_key", 32) {
+        None => {
+            missing.push("column `secret_key` (the holder's token)".to_owned());
+            fixes.push("ADD COLUMN `secret_key` VARCHAR(64) NOT NULL".to_owned());
+        }
+        Some(false) => {
+            missing.push("column `secret_key` as VARCHAR of at least 32 characters".to_owned());
+            fixes.push("MODIFY COLUMN `secret_key` VARCHAR(64) NOT NULL".to_owned());
+        }
+        Some(true) => {}
+    }
+    match find("expire_at") {
+        None => {
+            missing.push("column `expire_at` (the lease end, server time)".to_owned());
+            fixes.push(format!("ADD COLUMN `expire_at` {EXPIRE_AT_DEF}"));
+        }
+        Some(c) if c.1 != "datetime" || c.2 < 6 => {
+            missing.push("column `expire_at` as DATETIME(6)".to_owned());
+            fixes.push(format!("MODIFY COLUMN `expire_at` {EXPIRE_AT_DEF}"));
+        }
+        Some(_) => {}
+    }
+    // A unique index on `lock_name` alone is what makes a second holder's INSERT fail.
+    let unique: Option<String> = sqlx::query_scalar(
+        "SELECT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+         GROUP BY INDEX_NAME \
+         HAVING COUNT(*) = 1 AND LOWER(MAX(COLUMN_NAME)) = 'lock_name' \
+         LIMIT 1",
+    )
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend_err)?;
+    if unique.is_none() {
+        missing.push("a UNIQUE index on `lock_name` alone".to_owned());
+        fixes.push("ADD UNIQUE KEY `uk_lock_name` (`lock_name`)".to_owned());
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(backend_err(format!(
+        "the lock table {t} exists but lacks {}; fix it with: ALTER TABLE {t} {}; \
+         (or give dlock its own table with `?table=name` in the URL)",
+        missing.join(", "),
+        fixes.join(", ")
+    )))
+}
+
+/// The `lock_name` stored for `key` (see the module docs, "Keys").
+pub fn lock_name(key: &str) -> Cow<'_, str> {
+    let safe = |c: char| matches!(c, 'a'..='z' | '0'..='9' | ':' | '_' | '-' | '.' | '/');
+    if !key.is_empty() && key.len() <= MAX_PLAIN_LEN && key.chars().all(safe) {
+        return Cow::Borrowed(key);
+    }
+    let mut name: String = key
+        .chars()
+        .take(PREFIX_LEN)
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if safe(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.push('~');
+    for b in sha256(key.as_bytes()) {
+        name.push_str(&format!("{b:02x}"));
+    }
+    Cow::Owned(name)
+}
+
+/// SHA-256 (FIPS 180-4), small and dependency-free: only key mapping uses it.
+fn sha256(data: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_be_bytes());
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (wi, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
+            *wi = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for (k, wi) in K.iter().zip(w.iter()) {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(*k)
+                .wrapping_add(*wi);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (o, x) in out.chunks_exact_mut(4).zip(h) {
+        o.copy_from_slice(&x.to_be_bytes());
+    }
+    out
 }
