@@ -156,8 +156,11 @@ impl LockGuard {
             return Ok(());
         };
         live.lease.stop();
+        // A lease already known lost is reported as lost even if the row or key was still
+        // there to delete: the holder must not believe it held the lock to the end.
+        let was_held = live.lease.state.is_held();
         let released = live.backend.release(&self.key, &live.token).await?;
-        if released {
+        if released && was_held {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
             Ok(())
         } else {
