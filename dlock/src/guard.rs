@@ -138,9 +138,7 @@ impl LockGuard {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, ttl_ms = ttl.as_millis() as u64, "lock extended");
             Ok(())
         } else {
-            live.lease
-                .state
-                .mark_lost(&self.key, live.backend.name(), "extend refused");
+            live.lease.state.mark_lost("extend refused");
             Err(lost())
         }
     }
@@ -164,11 +162,7 @@ impl LockGuard {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
             Ok(())
         } else {
-            live.lease.state.mark_lost(
-                &self.key,
-                live.backend.name(),
-                "release found another holder",
-            );
+            live.lease.state.mark_lost("release found another holder");
             Err(Error::Lost {
                 key: self.key.to_string(),
             })

@@ -6,10 +6,10 @@
 //! acquire (or renewal) request was *sent*, so the client always believes the lease ends no later
 //! than the server does. When the deadline passes without a successful renewal, the lease is lost.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::backend::{Backend, BoxFuture};
@@ -23,58 +23,90 @@ pub(crate) struct LeaseSpec {
     pub watchdog: bool,
 }
 
-/// Lease state shared by the guard and its timer task.
+/// Lease state shared by the guard and its timer task (if any).
 #[derive(Debug)]
 pub(crate) struct LeaseState {
     held: watch::Sender<bool>,
-    deadline: Mutex<Instant>,
-    moved: Notify,
+    /// The client-side lease deadline; moved by renewals and `extend`.
+    deadline: watch::Sender<Instant>,
+    key: Arc<str>,
+    backend: &'static str,
 }
 
 impl LeaseState {
+    /// Held: not marked lost and the deadline not passed. A fixed lease with no timer task is
+    /// found lost here, lazily.
     pub(crate) fn is_held(&self) -> bool {
-        *self.held.borrow()
+        if !*self.held.borrow() {
+            return false;
+        }
+        if Instant::now() >= *self.deadline.borrow() {
+            self.ran_out();
+            return false;
+        }
+        true
     }
 
     pub(crate) async fn lost(&self) {
-        let mut rx = self.held.subscribe();
-        // Err means the sender is gone, which cannot happen while `self` lives.
-        let _ = rx.wait_for(|held| !*held).await;
+        let mut held = self.held.subscribe();
+        let mut deadline = self.deadline.subscribe();
+        loop {
+            if !*held.borrow_and_update() {
+                return;
+            }
+            let at = *deadline.borrow_and_update();
+            if Instant::now() >= at {
+                self.ran_out();
+                return;
+            }
+            // The senders live as long as `self`, so `changed()` cannot fail here.
+            tokio::select! {
+                _ = held.changed() => {}
+                _ = deadline.changed() => {}
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+        }
     }
 
     fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+        *self.deadline.borrow()
     }
 
     fn set_deadline(&self, sent_at: Instant, ttl: Duration) {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = sent_at + ttl;
+        self.deadline.send_replace(sent_at + ttl);
     }
 
-    /// Records a lease extended by the guard from `sent_at` for `ttl`, and wakes the timer task
-    /// so it sleeps to the new deadline.
+    /// Records a lease extended by the guard from `sent_at` for `ttl`; the timer task (if any)
+    /// and `lost()` waiters follow the new deadline.
     pub(crate) fn extended(&self, sent_at: Instant, ttl: Duration) {
         self.set_deadline(sent_at, ttl);
-        self.moved.notify_one();
+    }
+
+    fn ran_out(&self) {
+        self.mark_lost("the lease ran out before a renewal or release");
     }
 
     /// Marks the lease lost (idempotent); logs once.
-    pub(crate) fn mark_lost(&self, key: &str, backend: &str, why: &str) {
+    pub(crate) fn mark_lost(&self, why: &str) {
         if self.held.send_replace(false) {
-            tracing::warn!(target: "dlock", key, backend, reason = why, "lock lease lost");
+            tracing::warn!(target: "dlock", key = &*self.key, backend = self.backend, reason = why, "lock lease lost");
         }
     }
 }
 
-/// A running lease: the shared state plus its timer task, stopped on drop.
+/// A running lease: the shared state plus its timer task (if it needs one), stopped on drop.
 #[derive(Debug)]
 pub(crate) struct Lease {
     pub(crate) state: Arc<LeaseState>,
-    task: AbortHandle,
+    task: Option<AbortHandle>,
 }
 
 impl Lease {
-    /// Starts the timer task for a lock granted to `token` at `sent_at` (when its acquire
-    /// request was sent). Must be called inside a tokio runtime.
+    /// Starts the lease of a lock granted to `token` by an attempt sent at `sent_at`. A timer
+    /// task runs only where something must happen on time: watchdog renewals, or a backend
+    /// that reports losses itself (`backend_lost`, whose locks also do not expire by themselves
+    /// and so are given up at the deadline). A fixed lease elsewhere costs no task: the server
+    /// expires it, and `is_held`/`lost` read the deadline. Must be called inside a runtime.
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
         key: Arc<str>,
@@ -85,31 +117,36 @@ impl Lease {
     ) -> Lease {
         let state = Arc::new(LeaseState {
             held: watch::channel(true).0,
-            deadline: Mutex::new(sent_at + spec.ttl),
-            moved: Notify::new(),
+            deadline: watch::channel(sent_at + spec.ttl).0,
+            key: key.clone(),
+            backend: backend.name(),
         });
-        let task = tokio::spawn(run(
-            backend,
-            key,
-            token,
-            spec,
-            sent_at,
-            state.clone(),
-            backend_lost,
-        ))
-        .abort_handle();
+        let task = (spec.watchdog || backend_lost.is_some()).then(|| {
+            tokio::spawn(run(
+                backend,
+                key,
+                token,
+                spec,
+                sent_at,
+                state.clone(),
+                backend_lost,
+            ))
+            .abort_handle()
+        });
         Lease { state, task }
     }
 
     /// Stops renewing (before a release).
     pub(crate) fn stop(&self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -128,6 +165,7 @@ async fn run(
     // After a failed renewal, try again soon, but not in a tight loop.
     let retry_every = (spec.ttl / 10).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let mut next_renewal = sent_at + renew_every;
+    let mut moved = state.deadline.subscribe();
     loop {
         let deadline = state.deadline();
         let wake_at = if spec.watchdog {
@@ -137,10 +175,10 @@ async fn run(
         };
         tokio::select! {
             _ = &mut backend_lost => {
-                state.mark_lost(&key, name, "the backend reported the lock gone (session ended)");
+                state.mark_lost("the backend reported the lock gone (session ended)");
                 return;
             }
-            _ = state.moved.notified() => continue,
+            _ = moved.changed() => continue,
             _ = tokio::time::sleep_until(wake_at.into()) => {}
         }
         let now = Instant::now();
@@ -150,7 +188,7 @@ async fn run(
             } else {
                 "the fixed lease (ttl) ran out while the guard was still held"
             };
-            state.mark_lost(&key, name, why);
+            state.mark_lost(why);
             // Give the lock up explicitly: backends whose locks do not expire by themselves
             // (ZooKeeper) must not keep it past its ttl. Token-checked, so harmless elsewhere.
             let _ = backend.release(&key, &token).await;
@@ -167,11 +205,7 @@ async fn run(
                 tracing::trace!(target: "dlock", key = &*key, backend = name, "lock lease renewed");
             }
             Ok(Ok(false)) => {
-                state.mark_lost(
-                    &key,
-                    name,
-                    "renewal refused: the lock is held by another token",
-                );
+                state.mark_lost("renewal refused: the lock is held by another token");
                 return;
             }
             Ok(Err(e)) => {
