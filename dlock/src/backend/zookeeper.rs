@@ -1,49 +1,889 @@
-//! The zookeeper backend (being written).
+//! The ZooKeeper backend: Curator's `InterProcessMutex` recipe on ephemeral sequential nodes, a
+//! watch on the immediate predecessor only, and the ZooKeeper session as the lease.
+//!
+//! Enabled by the cargo feature `zookeeper` (crate [`zookeeper_client`], async on tokio).
+//!
+//! # URL
+//!
+//! ```text
+//! zookeeper://host:port[,host:port...]/root[?session_timeout=10s]      (or zk://...)
+//! ```
+//!
+//! Several hosts form one ensemble connect string (the port defaults to 2181). The root (default
+//! `/dlock`, also for a bare `/`) is created with its parents if missing. `session_timeout`
+//! (`10s`, `500ms`, `1m`, ...; default 10 s) is what the client asks for; the server clamps it to
+//! its own bounds (by default 2 to 20 ticks, i.e. 4 s to 40 s with `tickTime=2000`). Connecting is
+//! bounded (by the session timeout, clamped to 2..10 s): a server that does not answer gives an
+//! [`Error::Backend`] instead of a hang.
+//!
+//! **The session timeout bounds how long a crashed holder blocks others**: the lock node is
+//! ephemeral, so when a holder process dies (or is partitioned away) the server expires its session
+//! `session_timeout` after it last heard from it (rounded up to the server's expiry tick) and deletes
+//! the node, which wakes the next waiter. A short timeout frees crashed holders sooner but makes a
+//! live holder lose its lock after a shorter network hiccup.
+//!
+//! # Recipe
+//!
+//! A key's queue is the directory `/<root>/<encoded key>`, a *container* node (which the server
+//! deletes by itself once its last child is gone; a persistent node on servers older than 3.5.3).
+//! To acquire:
+//!
+//! 1. create the EPHEMERAL_SEQUENTIAL node `/<root>/<encoded key>/<token>-` (the server appends a
+//!    10-digit sequence number). The token in the name ("protection mode" in Curator) lets
+//!    `release` find a node whose `create` was sent by an acquire that was then cancelled, and lets
+//!    a create retried after a connection loss find the node the first attempt made;
+//! 2. list the children and sort them by sequence number: the lowest holds the lock;
+//! 3. otherwise set a watch on the **immediate predecessor only** (`getData` + watch) and wait for
+//!    it to go away, or for the deadline, or for the session to end; then go back to 2.
+//!
+//! Each node is watched by exactly one successor, so one release wakes exactly one waiter (no herd),
+//! and waiters are served in the order their nodes were created (arrival order). A waiter that gives
+//! up (its wait ran out, or its future was dropped: the locker then calls `release`) deletes its
+//! node, which wakes its own successor; that successor re-checks and watches the next predecessor.
+//! With a wait of zero (one attempt) the node is created, checked, and deleted if not lowest.
+//!
+//! # Keys
+//!
+//! Any UTF-8 key maps to exactly one path segment, distinct for distinct keys:
+//!
+//! - printable ASCII (space included) and the Unicode BMP outside ZooKeeper's forbidden ranges
+//!   (U+00A0..U+D7FF, U+F900..U+FFEF) are kept as they are, so keys stay readable in `zkCli`;
+//! - `/`, `%`, control characters, U+D800..U+F8FF, U+FFF0..U+FFFF and every character outside the
+//!   BMP (which Java sees as surrogate pairs, refused in paths) are percent-escaped byte by byte in
+//!   UTF-8 (`/` → `%2F`, `\n` → `%0A`, `🔑` → `%F0%9F%94%91`);
+//! - the whole segments `.` and `..` become `%2E` and `%2E%2E`;
+//! - an escaped key longer than 200 bytes becomes its first ~120 bytes, then `%~`, then the 32 hex
+//!   digits of the 128-bit FNV-1a digest of the whole key. `%~` never occurs in an escaped key (an
+//!   escape is always `%` and two upper-case hex digits), so a digested key never equals a short
+//!   one; two long keys collide only if their 128-bit digests do (FNV is not cryptographic: do not
+//!   let an adversary choose 200+-byte keys that must stay apart).
+//!
+//! # Fence
+//!
+//! [`LockGuard::fence`](crate::LockGuard::fence) is the lock node's `czxid`, the id of the
+//! transaction that created it. Zxids grow strictly across the whole ensemble, holders are served in
+//! node-creation order, so fences strictly increase across holders of a key.
+//!
+//! # Lease
+//!
+//! ZooKeeper has no per-lock expiry: **the session is the lease**. Without `.ttl(d)`, or with
+//! `.ttl(d).watchdog(true)`, the lock is held as long as the session lives; renewals only check that
+//! the node still exists in a live session. With a fixed `.ttl(d)` the guard gives the lock up by
+//! itself after `d` (the locker deletes the node and fires `lost()`), so a fixed lease means the same
+//! as on the other backends. The lease of a lock that had to wait counts from the check that found
+//! it lowest, not from when its node was queued.
+//!
+//! Every `Locker` keeps one session. When that session expires, is closed, fails authentication, or
+//! stays disconnected long enough that the server may already have expired it (3/5 of the session
+//! timeout after the client noticed the disconnection: the client notices after 2/5 of silence),
+//! every guard of that session fires `lost()` and reports `is_held() == false`; release and extend
+//! on them give [`Error::Lost`](crate::Error::Lost). The next call opens a new session. A
+//! connection that drops and comes back while the session is still alive loses nothing. A lock
+//! node deleted by someone else (an operator) is noticed by the next watchdog renewal, which
+//! checks that the node still exists in this session. (A watch on the holder's own node would
+//! tell at once, but costs ~20% of uncontended throughput; it is left out.)
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{Backend, BoxFuture, Grant};
+use tokio::sync::watch;
+use zookeeper_client as zk;
+
+use super::{jitter, Backend, BoxFuture, Grant};
+use crate::locker::mask_password;
 use crate::{Error, Result};
 
-/// The zookeeper [`Backend`] (being written).
-#[derive(Debug)]
-pub struct ZookeeperBackend;
+const NAME: &str = "zookeeper";
+const DEFAULT_ROOT: &str = "/dlock";
+const DEFAULT_PORT: u16 = 2181;
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Escaped keys up to this many bytes are used as they are; longer ones are digested.
+const MAX_PLAIN_KEY: usize = 200;
+/// How much of a digested key's escaped form is kept, for readability.
+const DIGESTED_PREFIX: usize = 120;
+/// How many times an acquire starts over in a new session after its session ended.
+const SESSION_RETRIES: u32 = 3;
+
+const LOCK_NODE: zk::CreateOptions<'static> =
+    zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+const CONTAINER: zk::CreateOptions<'static> =
+    zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+const PERSISTENT: zk::CreateOptions<'static> =
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+
+/// What went wrong, with the node or host it concerns (wrapped in [`Error::Backend`]).
+#[derive(Debug, thiserror::Error)]
+enum Fail {
+    #[error("{op} `{path}`: {source}")]
+    Op {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: zk::Error,
+    },
+    #[error("cannot connect to ZooKeeper at `{hosts}`: {source}")]
+    Connect {
+        hosts: String,
+        #[source]
+        source: zk::Error,
+    },
+    #[error("no ZooKeeper session established with `{hosts}` within {limit:?}; is the server up?")]
+    ConnectTimeout { hosts: String, limit: Duration },
+    #[error("the ZooKeeper session {session:#x} ended (expired, closed, or disconnected for longer than the server keeps it)")]
+    SessionLost { session: i64 },
+    #[error("lock node `{path}` was deleted by another client while it was queued")]
+    Vanished { path: String },
+}
+
+impl Fail {
+    fn op<'p>(op: &'static str, path: &'p str) -> impl FnOnce(zk::Error) -> Fail + 'p {
+        move |source| Fail::Op {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The session this failed in is gone: starting over in a new one may succeed.
+    fn session_ended(&self) -> bool {
+        match self {
+            Fail::SessionLost { .. } => true,
+            Fail::Op { source, .. } => is_session_error(source),
+            _ => false,
+        }
+    }
+}
+
+impl From<Fail> for Error {
+    fn from(f: Fail) -> Error {
+        Error::backend(NAME, f)
+    }
+}
+
+fn is_session_error(e: &zk::Error) -> bool {
+    matches!(
+        e,
+        zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::SessionMoved
+    )
+}
+
+/// Parsed `zookeeper://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Config {
+    /// `host:port,host:port`, for the client's connect string.
+    hosts: String,
+    /// Absolute, without a trailing slash, never `/`.
+    root: String,
+    session_timeout: Duration,
+}
+
+impl Config {
+    fn parse(url: &str) -> Result<Config> {
+        let bad = |reason: String| Error::InvalidUrl {
+            url: mask_password(url),
+            reason,
+        };
+        let form = "expected `zookeeper://host:port[,host:port...]/root[?session_timeout=10s]`";
+        let rest = url
+            .split_once("://")
+            .filter(|(s, _)| s.eq_ignore_ascii_case("zookeeper") || s.eq_ignore_ascii_case("zk"))
+            .map(|(_, r)| r)
+            .ok_or_else(|| bad(format!("not a zookeeper:// URL; {form}")))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(bad(format!(
+                "user info (`user@`) is not supported: ZooKeeper authenticates by ACL schemes; {form}"
+            )));
+        }
+        let mut hosts = Vec::new();
+        for host in authority.split(',') {
+            let host = host.trim();
+            if host.is_empty() {
+                return Err(bad(format!("empty host in `{authority}`; {form}")));
+            }
+            // `[v6]:port`, `host:port`, or a bare host (port 2181).
+            let has_port = match host.rfind(']') {
+                Some(i) => host[i..].contains(':'),
+                None => host.contains(':'),
+            };
+            if has_port {
+                let port = &host[host.rfind(':').unwrap_or(0) + 1..];
+                if port.parse::<u16>().is_err() {
+                    return Err(bad(format!("`{port}` in `{host}` is not a port; {form}")));
+                }
+                hosts.push(host.to_owned());
+            } else {
+                hosts.push(format!("{host}:{DEFAULT_PORT}"));
+            }
+        }
+        let root = path.trim_end_matches('/');
+        let root = if root.is_empty() { DEFAULT_ROOT } else { root };
+        for segment in root[1..].split('/') {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return Err(bad(format!(
+                    "root `{root}` has an empty, `.` or `..` segment; {form}"
+                )));
+            }
+            if let Some(c) = segment.chars().find(|&c| !plain_char(c) || c == '%') {
+                return Err(bad(format!(
+                    "root `{root}` contains {c:?}, which is not allowed in a ZooKeeper path; {form}"
+                )));
+            }
+        }
+        if root == "/zookeeper" || root.starts_with("/zookeeper/") {
+            return Err(bad(
+                "`/zookeeper` is reserved by the server; pick another root such as `/dlock`".into(),
+            ));
+        }
+        let mut session_timeout = DEFAULT_SESSION_TIMEOUT;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "session_timeout" => {
+                    session_timeout = parse_duration(value)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "session_timeout `{value}` is not a positive duration such as `10s` or `500ms`"
+                            ))
+                        })?;
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter `{other}`; the accepted one is `session_timeout` (e.g. `?session_timeout=10s`)"
+                    )))
+                }
+            }
+        }
+        Ok(Config {
+            hosts: hosts.join(","),
+            root: root.to_owned(),
+            session_timeout,
+        })
+    }
+
+    /// How long a connect may take before it is reported as a failure.
+    fn connect_limit(&self) -> Duration {
+        self.session_timeout
+            .clamp(Duration::from_secs(2), Duration::from_secs(10))
+    }
+}
+
+/// `10s`, `500ms`, `1.5s`, `2m`, `1h`, `250us`; a bare number is seconds.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(number * scale).ok()
+}
+
+/// True for characters kept as they are in a path segment (see the module docs); `/` and `%` are
+/// plain here but always escaped by [`encode_key`].
+fn plain_char(c: char) -> bool {
+    matches!(c, '\u{20}'..='\u{7e}' | '\u{a0}'..='\u{d7ff}' | '\u{f900}'..='\u{ffef}')
+}
+
+/// The one path segment of `key` (see the module docs).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 8);
+    for c in key.chars() {
+        if plain_char(c) && c != '/' && c != '%' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    if out.is_empty() {
+        // Never reached through the locker (empty keys are refused), but keep the map total:
+        // a lone `%` is not a valid escape, so no other key maps here.
+        out.push('%');
+    } else if out == "." || out == ".." {
+        out = out.replace('.', "%2E");
+    }
+    if out.len() > MAX_PLAIN_KEY {
+        let mut cut = DIGESTED_PREFIX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        // Do not split a `%XX` escape.
+        if let Some(p) = out[..cut].rfind('%') {
+            if cut - p < 3 {
+                cut = p;
+            }
+        }
+        out.truncate(cut);
+        let _ = write!(out, "%~{:032x}", fnv1a_128(key.as_bytes()));
+    }
+    out
+}
+
+/// 128-bit FNV-1a.
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+/// The sequence number of a lock node name `<token>-<digits>`.
+fn sequence_of(name: &str) -> Option<i64> {
+    let (_, digits) = name.rsplit_once('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// One ZooKeeper session and the signal that it ended.
+struct Session {
+    client: zk::Client,
+    id: i64,
+    /// Becomes `true` once the session is known (or must be assumed) gone; also resolves when
+    /// the monitor task is gone (this session dropped).
+    dead: watch::Receiver<bool>,
+    monitor: tokio::task::AbortHandle,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.monitor.abort();
+    }
+}
+
+impl Session {
+    fn alive(&self) -> bool {
+        !*self.dead.borrow() && !self.client.state().is_terminated()
+    }
+
+    /// Resolves when the session ends.
+    fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.dead.clone();
+        async move {
+            let _ = rx.wait_for(|dead| *dead).await;
+        }
+    }
+
+    fn lost(&self) -> Fail {
+        Fail::SessionLost { session: self.id }
+    }
+}
+
+/// Watches the session state: terminal states, and a disconnection that lasts longer than the
+/// server may keep the session, mark the session dead.
+async fn monitor(
+    mut states: zk::StateWatcher,
+    timeout: Duration,
+    dead: watch::Sender<bool>,
+    id: i64,
+) {
+    // The client notices silence after 2/5 of the session timeout; the server expires the session
+    // after the whole timeout of silence, so at most 3/5 of it is left after the notice.
+    let grace = timeout * 3 / 5;
+    let mut state = states.state();
+    loop {
+        if state.is_terminated() {
+            tracing::warn!(target: "dlock", backend = NAME, session = %format!("{id:#x}"), state = %state, "ZooKeeper session ended; its locks are lost");
+            dead.send_replace(true);
+            return;
+        }
+        if state == zk::SessionState::Disconnected {
+            tracing::debug!(target: "dlock", backend = NAME, session = %format!("{id:#x}"), "ZooKeeper connection lost; waiting for it to come back");
+            let back = tokio::time::timeout(grace, async {
+                loop {
+                    let s = states.changed().await;
+                    if s != zk::SessionState::Disconnected {
+                        return s;
+                    }
+                }
+            })
+            .await;
+            match back {
+                Ok(s) => state = s,
+                Err(_) => {
+                    tracing::warn!(target: "dlock", backend = NAME, session = %format!("{id:#x}"), grace_ms = grace.as_millis() as u64, "ZooKeeper connection stayed down longer than the session may live; its locks are lost");
+                    dead.send_replace(true);
+                    return;
+                }
+            }
+            continue;
+        }
+        state = states.changed().await;
+    }
+}
+
+/// A lock node this backend created, by token.
+#[derive(Clone)]
+struct Node {
+    dir: String,
+    path: String,
+    session: Arc<Session>,
+}
+
+struct Inner {
+    cfg: Config,
+    current: RwLock<Option<Arc<Session>>>,
+    connecting: tokio::sync::Mutex<()>,
+    nodes: Mutex<HashMap<String, Node>>,
+    wakeups: AtomicU64,
+    /// Cleared when the server refuses container nodes (older than 3.5.3).
+    containers: AtomicBool,
+}
+
+/// The ZooKeeper [`Backend`]; see the [module docs](self) for the recipe, keys, fence and lease.
+///
+/// Cheap to clone: clones share the session.
+#[derive(Clone)]
+pub struct ZookeeperBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ZookeeperBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZookeeperBackend")
+            .field("hosts", &self.inner.cfg.hosts)
+            .field("root", &self.inner.cfg.root)
+            .field("session_timeout", &self.inner.cfg.session_timeout)
+            .finish_non_exhaustive()
+    }
+}
 
 impl ZookeeperBackend {
-    /// Connects to `url`.
+    /// Connects to `zookeeper://host:port[,host:port...]/root[?session_timeout=10s]` and creates
+    /// the root if missing.
     ///
     /// # Errors
-    /// Always, for now.
+    /// [`Error::InvalidUrl`] for a malformed URL; [`Error::Backend`] when no session can be
+    /// established within the connect limit, or the root cannot be created.
     pub async fn connect(url: &str) -> Result<Self> {
-        Err(Error::backend(
-            "zookeeper",
-            format!("not implemented yet: {url}"),
+        let cfg = Config::parse(url)?;
+        let backend = ZookeeperBackend {
+            inner: Arc::new(Inner {
+                cfg,
+                current: RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                nodes: Mutex::new(HashMap::new()),
+                wakeups: AtomicU64::new(0),
+                containers: AtomicBool::new(true),
+            }),
+        };
+        let session = backend.session().await?;
+        let root = &backend.inner.cfg.root;
+        session
+            .client
+            .mkdir(root, &PERSISTENT)
+            .await
+            .map_err(Fail::op("create root", root))?;
+        Ok(backend)
+    }
+
+    /// The session timeout the server granted to the current session (what bounds how long a
+    /// crashed holder of this locker would block others).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when no session can be established.
+    pub async fn session_timeout(&self) -> Result<Duration> {
+        Ok(self.session().await?.client.session_timeout())
+    }
+
+    /// The full path of the queue directory of `key`: `/<root>/<encoded key>`.
+    pub fn key_path(&self, key: &str) -> String {
+        format!("{}/{}", self.inner.cfg.root, encode_key(key))
+    }
+
+    /// The path segment `key` maps to (see the module docs).
+    #[doc(hidden)]
+    pub fn encode_key(key: &str) -> String {
+        encode_key(key)
+    }
+
+    /// How many times a waiter was woken by its predecessor's watch (tests and diagnostics).
+    #[doc(hidden)]
+    pub fn watch_wakeups(&self) -> u64 {
+        self.inner.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// The current session's id and password (tests use them to close the session from a second
+    /// client, forcing an expiry).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when no session can be established.
+    #[doc(hidden)]
+    pub async fn session_info(&self) -> Result<zk::SessionInfo> {
+        Ok(self.session().await?.client.session().clone())
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, HashMap<String, Node>> {
+        // Every update is one insert or remove: a poisoned map is still consistent.
+        self.inner.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live session, opening a new one when there is none or it ended.
+    async fn session(&self) -> Result<Arc<Session>, Fail> {
+        if let Some(s) = self.live_session() {
+            return Ok(s);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(s) = self.live_session() {
+            return Ok(s);
+        }
+        let session = Arc::new(self.open().await?);
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
+        Ok(session)
+    }
+
+    fn live_session(&self) -> Option<Arc<Session>> {
+        let current = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|s| s.alive()).cloned()
+    }
+
+    async fn open(&self) -> Result<Session, Fail> {
+        let cfg = &self.inner.cfg;
+        let limit = cfg.connect_limit();
+        let connect = zk::Client::connector()
+            .with_session_timeout(cfg.session_timeout)
+            .with_fail_eagerly()
+            .connect(&cfg.hosts);
+        let client = match tokio::time::timeout(limit, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(source)) => {
+                return Err(Fail::Connect {
+                    hosts: cfg.hosts.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(Fail::ConnectTimeout {
+                    hosts: cfg.hosts.clone(),
+                    limit,
+                })
+            }
+        };
+        let id = client.session_id().0;
+        let (tx, rx) = watch::channel(false);
+        let monitor = tokio::spawn(monitor(
+            client.state_watcher(),
+            client.session_timeout(),
+            tx,
+            id,
         ))
+        .abort_handle();
+        tracing::debug!(target: "dlock", backend = NAME, session = %format!("{id:#x}"), timeout_ms = client.session_timeout().as_millis() as u64, "ZooKeeper session opened");
+        Ok(Session {
+            client,
+            id,
+            dead: rx,
+            monitor,
+        })
+    }
+
+    /// Retries `op` after connection losses while the session lives (idempotent operations only).
+    async fn retry<T, F, Fut>(session: &Session, mut op: F) -> Result<T, zk::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, zk::Error>>,
+    {
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match op().await {
+                Err(zk::Error::ConnectionLoss) if session.alive() => {
+                    tokio::time::sleep(jitter(delay, delay * 2)).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Creates the queue directory `dir` (a container where supported), and the root if missing.
+    async fn make_dir(&self, session: &Session, dir: &str) -> Result<(), Fail> {
+        loop {
+            let container = self.inner.containers.load(Ordering::Relaxed);
+            let options = if container { &CONTAINER } else { &PERSISTENT };
+            match Self::retry(session, || session.client.create(dir, &[], options)).await {
+                Ok(_) | Err(zk::Error::NodeExists) => return Ok(()),
+                Err(zk::Error::Unimplemented) if container => {
+                    self.inner.containers.store(false, Ordering::Relaxed);
+                }
+                Err(zk::Error::NoNode) => {
+                    let root = &self.inner.cfg.root;
+                    Self::retry(session, || session.client.mkdir(root, &PERSISTENT))
+                        .await
+                        .map_err(Fail::op("create root", root))?;
+                }
+                Err(e) => return Err(Fail::op("create lock directory", dir)(e)),
+            }
+        }
+    }
+
+    /// Creates this token's lock node under `dir`; returns its name, its czxid and when the
+    /// create that made it was sent.
+    async fn create_node(
+        &self,
+        session: &Session,
+        dir: &str,
+        token: &str,
+    ) -> Result<(String, i64, Instant), Fail> {
+        let prefix = format!("{dir}/{token}-");
+        let mut delay = Duration::from_millis(20);
+        for attempt in 0.. {
+            let sent_at = Instant::now();
+            match session.client.create(&prefix, &[], &LOCK_NODE).await {
+                Ok((stat, seq)) => return Ok((format!("{token}-{seq}"), stat.czxid, sent_at)),
+                Err(zk::Error::NoNode) if attempt < 10 => self.make_dir(session, dir).await?,
+                Err(zk::Error::ConnectionLoss) if session.alive() && attempt < 10 => {
+                    // The create may have happened: look for our node before trying again.
+                    tokio::time::sleep(jitter(delay, delay * 2)).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    let found = Self::retry(session, || session.client.list_children(dir)).await;
+                    if let Some(name) = found
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|c| c.strip_prefix(token).is_some_and(|r| r.starts_with('-')))
+                    {
+                        let path = format!("{dir}/{name}");
+                        let stat = Self::retry(session, || session.client.check_stat(&path))
+                            .await
+                            .map_err(Fail::op("stat lock node", &path))?;
+                        if let Some(stat) = stat {
+                            return Ok((name, stat.czxid, sent_at));
+                        }
+                    }
+                }
+                Err(e) => return Err(Fail::op("create lock node", &prefix)(e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Deletes `path`; `Ok(false)` when it was already gone.
+    async fn delete(session: &Session, path: &str) -> Result<bool, Fail> {
+        match Self::retry(session, || session.client.delete(path, None)).await {
+            Ok(()) => Ok(true),
+            Err(zk::Error::NoNode) => Ok(false),
+            Err(e) => Err(Fail::op("delete lock node", path)(e)),
+        }
+    }
+
+    /// One acquire in one session: queue, wait, and either hold or leave.
+    async fn queue(
+        &self,
+        session: &Arc<Session>,
+        dir: &str,
+        token: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>, Fail> {
+        let (name, czxid, created_at) = self.create_node(session, dir, token).await?;
+        let path = format!("{dir}/{name}");
+        self.nodes().insert(
+            token.to_owned(),
+            Node {
+                dir: dir.to_owned(),
+                path: path.clone(),
+                session: session.clone(),
+            },
+        );
+        let mut first = true;
+        loop {
+            let checked_at = Instant::now();
+            let children = Self::retry(session, || session.client.list_children(dir)).await;
+            let children = match children {
+                Ok(c) => c,
+                // The directory is only removed when empty, so our node is gone too.
+                Err(zk::Error::NoNode) => Vec::new(),
+                Err(e) => return Err(Fail::op("list lock queue", dir)(e)),
+            };
+            let mut queue: Vec<(i64, &str)> = children
+                .iter()
+                .filter_map(|c| sequence_of(c).map(|n| (n, c.as_str())))
+                .collect();
+            queue.sort_unstable();
+            let Some(place) = queue.iter().position(|(_, c)| *c == name) else {
+                self.nodes().remove(token);
+                return Err(if session.alive() {
+                    Fail::Vanished { path }
+                } else {
+                    session.lost()
+                });
+            };
+            if place == 0 {
+                let sent_at = if first { created_at } else { checked_at };
+                return Ok(Some(Grant {
+                    fence: u64::try_from(czxid).ok(),
+                    lost: Some(Box::pin(session.ended())),
+                    sent_at,
+                }));
+            }
+            first = false;
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return self.give_up(session, token, &path).await;
+            }
+            let predecessor = format!("{dir}/{}", queue[place - 1].1);
+            let watched =
+                Self::retry(session, || session.client.get_and_watch_data(&predecessor)).await;
+            let watcher = match watched {
+                Ok((_, _, watcher)) => watcher,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(Fail::op("watch predecessor", &predecessor)(e)),
+            };
+            let until = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = watcher.changed() => {
+                    self.inner.wakeups.fetch_add(1, Ordering::Relaxed);
+                }
+                _ = until => return self.give_up(session, token, &path).await,
+                _ = session.ended() => return Err(session.lost()),
+            }
+        }
+    }
+
+    /// Leaves the queue after the wait ran out.
+    async fn give_up(
+        &self,
+        session: &Session,
+        token: &str,
+        path: &str,
+    ) -> Result<Option<Grant>, Fail> {
+        // On failure the entry stays, so the locker's release of this token finds the node.
+        Self::delete(session, path).await?;
+        self.nodes().remove(token);
+        Ok(None)
+    }
+
+    async fn acquire_inner(
+        &self,
+        key: &str,
+        token: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>, Fail> {
+        let dir = self.key_path(key);
+        let mut retries = 0;
+        loop {
+            let session = self.session().await?;
+            match self.queue(&session, &dir, token, deadline).await {
+                Err(f)
+                    if f.session_ended()
+                        && !session.alive()
+                        && retries < SESSION_RETRIES
+                        && !deadline.is_some_and(|d| d <= Instant::now()) =>
+                {
+                    // The node went (or will go) with the session: queue again in a new one.
+                    tracing::debug!(target: "dlock", key, backend = NAME, error = %f, "session ended while acquiring; queueing again");
+                    self.nodes().remove(token);
+                    retries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn release_inner(&self, key: &str, token: &str) -> Result<bool, Fail> {
+        let dir = self.key_path(key);
+        let node = self.nodes().remove(token).filter(|n| n.dir == dir);
+        if let Some(node) = node {
+            let session = if node.session.alive() {
+                node.session.clone()
+            } else {
+                // Ephemeral nodes of an ended session are gone; one whose session was only
+                // presumed dead may not be, and any session may delete it.
+                self.session().await?
+            };
+            return Self::delete(&session, &node.path).await;
+        }
+        // Not (or no longer) known here: the acquire of this token may have been cancelled after
+        // sending its create. Requests of one session are processed in order, so the listing
+        // sees that node.
+        let session = self.session().await?;
+        let children = match Self::retry(&session, || session.client.list_children(&dir)).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => return Ok(false),
+            Err(e) => return Err(Fail::op("list lock queue", &dir)(e)),
+        };
+        let mine = children
+            .iter()
+            .find(|c| c.strip_prefix(token).is_some_and(|r| r.starts_with('-')));
+        match mine {
+            Some(name) => Self::delete(&session, &format!("{dir}/{name}")).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn extend_inner(&self, key: &str, token: &str) -> Result<bool, Fail> {
+        let dir = self.key_path(key);
+        let node = self.nodes().get(token).filter(|n| n.dir == dir).cloned();
+        let Some(node) = node else {
+            return Ok(false);
+        };
+        if !node.session.alive() {
+            return Ok(false);
+        }
+        let session = &node.session;
+        match Self::retry(session, || session.client.check_stat(&node.path)).await {
+            Ok(Some(stat)) => Ok(stat.ephemeral_owner == session.id),
+            Ok(None) => Ok(false),
+            Err(e) if is_session_error(&e) => Ok(false),
+            Err(e) => Err(Fail::op("check lock node", &node.path)(e)),
+        }
     }
 }
 
 impl Backend for ZookeeperBackend {
     fn name(&self) -> &'static str {
-        "zookeeper"
+        NAME
     }
+
     fn acquire<'a>(
         &'a self,
-        _key: &'a str,
-        _token: &'a str,
+        key: &'a str,
+        token: &'a str,
         _ttl: Duration,
-        _deadline: Option<Instant>,
+        deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        Box::pin(async { Err(Error::backend("zookeeper", "not implemented yet")) })
+        // The ttl is kept by the locker's lease task (see "Lease" in the module docs).
+        Box::pin(async move { Ok(self.acquire_inner(key, token, deadline).await?) })
     }
-    fn release<'a>(&'a self, _key: &'a str, _token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Err(Error::backend("zookeeper", "not implemented yet")) })
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(self.release_inner(key, token).await?) })
     }
+
     fn extend<'a>(
         &'a self,
-        _key: &'a str,
-        _token: &'a str,
+        key: &'a str,
+        token: &'a str,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async { Err(Error::backend("zookeeper", "not implemented yet")) })
+        Box::pin(async move { Ok(self.extend_inner(key, token).await?) })
     }
 }
