@@ -95,6 +95,48 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
     result
 }
 
-pub async fn waiters(_url: &str, _n: usize) -> Res {
+/// One holder, `n` waiters queued behind it on one key; each release must wake exactly one.
+pub async fn waiters(url: &str, n: usize) -> Res {
+    let key = format!("bench:waiters:{}", uuid::Uuid::new_v4().simple());
+    let backend = dlock::backend::zookeeper::ZookeeperBackend::connect(url)
+        .await
+        .map_err(err)?;
+    let locker = dlock::Locker::from_backend(backend.clone());
+    let holder = locker.lock(key.as_str()).await.map_err(err)?;
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut joins = Vec::new();
+    for _ in 0..n {
+        let (locker, key, counter) = (locker.clone(), key.clone(), counter.clone());
+        joins.push(tokio::spawn(async move {
+            let g = locker
+                .lock(key)
+                .wait(Duration::from_secs(60))
+                .await
+                .map_err(err)?;
+            let seen = counter.load(std::sync::atomic::Ordering::SeqCst);
+            counter.store(seen + 1, std::sync::atomic::Ordering::SeqCst);
+            g.release().await.map_err(err)
+        }));
+    }
+    // Let every waiter queue behind the holder before the first release.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = backend.watch_wakeups();
+    let start = std::time::Instant::now();
+    holder.release().await.map_err(err)?;
+    for j in joins {
+        j.await.map_err(err)??;
+    }
+    let elapsed = start.elapsed();
+    let wakeups = backend.watch_wakeups() - before;
+    if counter.load(std::sync::atomic::Ordering::SeqCst) != n as u64 {
+        return Err("zookeeper waiters: counter not exact".into());
+    }
+    println!(
+        "\n## ZooKeeper, {n} waiters on one key\n\n{n} hand-offs in {elapsed:?} ({:.0}/s); \
+         watch wake-ups {wakeups} = {:.2} per release (a herd would be ~{:.0})",
+        n as f64 / elapsed.as_secs_f64(),
+        wakeups as f64 / n as f64,
+        n as f64 / 2.0
+    );
     Ok(())
 }
