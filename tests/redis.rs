@@ -317,3 +317,48 @@ async fn one_release_wakes_one_local_waiter() {
     assert!(per <= 2.0, "{per:.2} attempts per acquisition");
     assert!(leftovers(&key).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_hand_offs_still_let_another_locker_in() {
+    let key = unique("handoff-fair");
+    let busy = locker().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    // Four tasks on one Locker keep the key handed from one to the next.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (locker, key, stop, counter) =
+                (busy.clone(), key.clone(), stop.clone(), counter.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let g = locker.lock(&key).wait(60 * SECOND).await.unwrap();
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    g.release().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A waiter of another Locker gets its turn: hand-offs are bounded in a row.
+    let other = locker().await;
+    let g = other
+        .lock(&key)
+        .wait(30 * SECOND)
+        .await
+        .expect("the other Locker gets in");
+    let seen = counter.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        seen,
+        "exclusive while the other Locker holds"
+    );
+    g.release().await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(leftovers(&key).await.is_empty());
+}

@@ -45,6 +45,16 @@
 //! a fallback retry fires after a jittered delay bounded by the holder's remaining `PTTL` (and a
 //! backoff that grows from 200 ms), never after a fixed sleep.
 //!
+//! # Hand-off to a local waiter
+//! When a guard of this Locker releases a key that local waiters queue for, the release hands
+//! the lock straight to the front waiter in one script (`GET lock == old` then
+//! `SET lock new PX ttl` and `INCR fence`): the lock is never free in between, so there is no
+//! notice and no second round trip, and the waiter gets a fresh lease and a higher fence. A key is
+//! handed over at most 16 times in a row; the next release lets it go free (with a notice) so
+//! waiters of other Lockers and processes get their turn. A waiter whose wait runs out while a
+//! hand-off is in flight takes the outcome; one whose acquire is dropped has its token released
+//! by the locker like any cancelled acquire.
+//!
 //! # Connections
 //! Commands go over one multiplexed, auto-reconnecting [`ConnectionManager`] with a 2 s connect
 //! timeout and a 3 s response timeout, so a dead server is an [`Error::Backend`] in bounded time.
@@ -80,6 +90,22 @@ end
 return 0",
     )
 });
+
+/// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
+/// lease and fence, without ever being free (no notice, no second round trip).
+static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return redis.call('INCR', KEYS[2])
+end
+return 0",
+    )
+});
+
+/// How many times in a row a key may be handed from holder to local waiter before a release
+/// lets it go free, so waiters of other Lockers (other processes) get their chance too.
+const MAX_HANDOFFS_IN_A_ROW: u32 = 16;
 
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -313,25 +339,83 @@ fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), (
 /// Local waiters per channel, in arrival order.
 #[derive(Default)]
 struct Notices {
-    queues: Mutex<HashMap<Vec<u8>, VecDeque<Arc<Waiter>>>>,
+    queues: Mutex<HashMap<Vec<u8>, Queue>>,
 }
 
 #[derive(Default)]
+struct Queue {
+    waiters: VecDeque<Arc<Waiter>>,
+    /// Hand-offs since the key was last let go free.
+    handoffs_in_a_row: u32,
+}
+
 struct Waiter {
+    token: String,
+    ttl: Duration,
     notify: Notify,
     /// Woken and not yet consumed: forwarded to the next waiter if this one leaves.
     pending: AtomicBool,
+    handoff: Mutex<Handoff>,
+}
+
+/// A local holder's release may hand the lock straight to the front waiter.
+#[derive(Debug, Clone, Copy)]
+enum Handoff {
+    Open,
+    /// A release is handing the lock over right now: wait for the outcome.
+    Claimed,
+    Granted {
+        fence: u64,
+        sent_at: Instant,
+    },
+    /// The waiter gave up; no hand-off may start.
+    Closed,
 }
 
 impl Waiter {
+    fn new(token: &str, ttl: Duration) -> Self {
+        Waiter {
+            token: token.to_owned(),
+            ttl,
+            notify: Notify::new(),
+            pending: AtomicBool::new(false),
+            handoff: Mutex::new(Handoff::Open),
+        }
+    }
+
     fn wake(&self) {
         self.pending.store(true, Ordering::Release);
         self.notify.notify_one();
     }
+
+    fn handoff(&self) -> std::sync::MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends a hand-off: granted, or back to waiting (the release found the lock not ours, or
+    /// failed, or was dropped).
+    fn settle(&self, grant: Option<(u64, Instant)>) {
+        *self.handoff() = match grant {
+            Some((fence, sent_at)) => Handoff::Granted { fence, sent_at },
+            None => Handoff::Open,
+        };
+        self.wake();
+    }
+}
+
+/// Settles a claimed hand-off as "not granted" if the releasing future is dropped midway.
+struct SettleOnDrop(Option<Arc<Waiter>>);
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.settle(None);
+        }
+    }
 }
 
 impl Notices {
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, VecDeque<Arc<Waiter>>>> {
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Queue>> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -342,7 +426,7 @@ impl Notices {
     fn is_front(&self, channel: &[u8], waiter: &Arc<Waiter>) -> bool {
         self.queues()
             .get(channel)
-            .and_then(|q| q.front())
+            .and_then(|q| q.waiters.front())
             .is_some_and(|f| Arc::ptr_eq(f, waiter))
     }
 
@@ -350,8 +434,8 @@ impl Notices {
     fn join(&self, channel: &[u8], waiter: Arc<Waiter>) -> bool {
         let mut queues = self.queues();
         let queue = queues.entry(channel.to_vec()).or_default();
-        queue.push_back(waiter);
-        queue.len() == 1
+        queue.waiters.push_back(waiter);
+        queue.waiters.len() == 1
     }
 
     /// Removes a waiter; true when the channel has no waiters left (the caller unsubscribes).
@@ -362,14 +446,17 @@ impl Notices {
         let Some(queue) = queues.get_mut(channel) else {
             return false;
         };
-        let was_front = queue.front().is_some_and(|f| Arc::ptr_eq(f, waiter));
-        queue.retain(|w| !Arc::ptr_eq(w, waiter));
+        let was_front = queue
+            .waiters
+            .front()
+            .is_some_and(|f| Arc::ptr_eq(f, waiter));
+        queue.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
         if waiter.pending.load(Ordering::Acquire) || (was_front && !acquired) {
-            if let Some(next) = queue.front() {
+            if let Some(next) = queue.waiters.front() {
                 next.wake();
             }
         }
-        if queue.is_empty() {
+        if queue.waiters.is_empty() {
             queues.remove(channel);
             true
         } else {
@@ -378,15 +465,39 @@ impl Notices {
     }
 
     fn wake_front(&self, channel: &[u8]) {
-        if let Some(front) = self.queues().get(channel).and_then(|q| q.front()) {
-            front.wake();
+        let mut queues = self.queues();
+        if let Some(queue) = queues.get_mut(channel) {
+            // The key went free: count hand-offs afresh.
+            queue.handoffs_in_a_row = 0;
+            if let Some(front) = queue.waiters.front() {
+                front.wake();
+            }
         }
     }
 
     fn wake_all_fronts(&self) {
-        for front in self.queues().values().filter_map(|q| q.front()) {
+        for front in self.queues().values().filter_map(|q| q.waiters.front()) {
             front.wake();
         }
+    }
+
+    /// Claims the front waiter for a hand-off, unless the key was handed over too many times
+    /// in a row already.
+    fn claim_front(&self, channel: &[u8]) -> Option<Arc<Waiter>> {
+        let mut queues = self.queues();
+        let queue = queues.get_mut(channel)?;
+        if queue.handoffs_in_a_row >= MAX_HANDOFFS_IN_A_ROW {
+            return None;
+        }
+        let front = queue.waiters.front()?;
+        let mut state = front.handoff();
+        if !matches!(*state, Handoff::Open) {
+            return None;
+        }
+        *state = Handoff::Claimed;
+        drop(state);
+        queue.handoffs_in_a_row += 1;
+        Some(front.clone())
     }
 }
 
@@ -452,7 +563,7 @@ impl Backend for RedisBackend {
                 }
             }
             // Join the queue and subscribe before the next attempt, so no notice is missed.
-            let waiter = Arc::new(Waiter::default());
+            let waiter = Arc::new(Waiter::new(token, ttl));
             let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
             let mut place = QueuePlace {
                 backend: self,
@@ -463,6 +574,18 @@ impl Backend for RedisBackend {
             self.ensure_subscribed(&keys.channel).await?;
             let mut fallback = FALLBACK_MIN;
             loop {
+                // A holder of this Locker may have handed the lock straight to us.
+                let handoff = *waiter.handoff();
+                match handoff {
+                    Handoff::Granted { fence, sent_at } => {
+                        // The hand-off's wake-up is used up: do not pass it on when leaving.
+                        waiter.pending.store(false, Ordering::Release);
+                        place.acquired = true;
+                        return Ok(Some(Grant::new(Some(fence), sent_at)));
+                    }
+                    Handoff::Claimed => should_attempt = false,
+                    Handoff::Open | Handoff::Closed => {}
+                }
                 if should_attempt {
                     // Consume a wake-up before attempting: the attempt answers it.
                     waiter.pending.store(false, Ordering::Release);
@@ -477,7 +600,24 @@ impl Backend for RedisBackend {
                 }
                 let left = remaining(deadline);
                 if left.is_some_and(|l| l.is_zero()) {
-                    return Ok(None);
+                    let in_flight = {
+                        let mut state = waiter.handoff();
+                        match *state {
+                            Handoff::Open | Handoff::Closed => {
+                                *state = Handoff::Closed;
+                                false
+                            }
+                            Handoff::Claimed | Handoff::Granted { .. } => true,
+                        }
+                    };
+                    if !in_flight {
+                        return Ok(None);
+                    }
+                    // A hand-off is in flight or done: take its outcome, even this late.
+                    if matches!(*waiter.handoff(), Handoff::Claimed) {
+                        waiter.notify.notified().await;
+                    }
+                    continue;
                 }
                 // Only the front waiter needs a fallback for a missed notice: the others move up
                 // as waiters ahead of them leave. The fallback fires within the holder's
@@ -514,6 +654,23 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let keys = RedisKeys::new(key);
             let mut con = self.commands.clone();
+            if let Some(waiter) = self.notices.claim_front(&keys.channel) {
+                let mut settle = SettleOnDrop(Some(waiter.clone()));
+                let sent_at = Instant::now();
+                let fence: i64 = HANDOFF
+                    .key(&keys.lock)
+                    .key(&keys.fence)
+                    .arg(token)
+                    .arg(&waiter.token)
+                    .arg(ttl_ms(waiter.ttl))
+                    .invoke_async(&mut con)
+                    .await
+                    .map_err(backend_err)?;
+                settle.0 = None;
+                let granted = u64::try_from(fence).ok().filter(|f| *f > 0);
+                waiter.settle(granted.map(|f| (f, sent_at)));
+                return Ok(granted.is_some());
+            }
             let released: i64 = RELEASE
                 .key(&keys.lock)
                 .arg(token)
