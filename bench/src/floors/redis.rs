@@ -135,6 +135,44 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
             })
         })
     };
+    // The fence in dlock's shape: MULTI; SET NX PX; INCR; EXEC, then CAD.
+    let fenced_multi: Op = {
+        let (con, cad, run) = (con.clone(), cad.clone(), run.clone());
+        Arc::new(move |t| {
+            let (mut con, cad) = (con.clone(), cad.clone());
+            let key = format!("bench:{run}:multi:{{{t}}}");
+            let fence_key = format!("{key}:fence");
+            Box::pin(async move {
+                let tok = token();
+                let (set, fence): (Option<String>, i64) = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(&tok)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(TTL_MS)
+                    .cmd("INCR")
+                    .arg(&fence_key)
+                    .query_async(&mut con)
+                    .await
+                    .map_err(err)?;
+                if set.is_none() || fence <= 0 {
+                    return Err(format!("MULTI floor: uncontended key {key} busy"));
+                }
+                let n: i64 = cad
+                    .key(&key)
+                    .arg(&tok)
+                    .invoke_async(&mut con)
+                    .await
+                    .map_err(err)?;
+                if n != 1 {
+                    return Err("MULTI floor: release matched nothing".into());
+                }
+                Ok(())
+            })
+        })
+    };
     // The same fenced floor over the reconnecting ConnectionManager dlock uses.
     let manager = redis::aio::ConnectionManager::new(redis::Client::open(url).map_err(err)?)
         .await
@@ -213,6 +251,10 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
             ("bare floor (SET NX PX + CAD)", bare),
             ("fenced floor (SET NX PX+INCR script + CAD)", fenced_op),
             ("fenced floor over ConnectionManager", fenced_cm),
+            (
+                "fenced floor, MULTI shape (SET NX PX + INCR in MULTI/EXEC + CAD)",
+                fenced_multi,
+            ),
             ("dlock redis", dlock_op),
             ("rslock 0.10", rslock_op),
         ],
