@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::aio::ConnectionLike;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
@@ -66,149 +67,112 @@ fn token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// How a floor takes the lock.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// `SET NX PX`, no fence.
+    Bare,
+    /// One Lua script: `SET NX PX` then `INCR` of the fence.
+    LuaFenced,
+    /// `MULTI; SET NX PX; INCR; EXEC` (dlock's shape).
+    MultiFenced,
+}
+
+/// `SET key tok NX PX ttl`: true when won.
+async fn set_nx_px<C: ConnectionLike>(con: &mut C, key: &str, tok: &str) -> Result<bool, String> {
+    let ok: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(tok)
+        .arg("NX")
+        .arg("PX")
+        .arg(TTL_MS)
+        .query_async(con)
+        .await
+        .map_err(err)?;
+    Ok(ok.is_some())
+}
+
+/// One floor cycle: take `key` in `shape`, then compare-and-delete; both must succeed.
+async fn floor_cycle<C: ConnectionLike>(
+    con: &mut C,
+    shape: Shape,
+    scripts: &(Script, Script),
+    key: &str,
+) -> Res {
+    let (cad, fenced) = scripts;
+    let tok = token();
+    let fence_key = format!("{key}:fence");
+    let won = match shape {
+        Shape::Bare => set_nx_px(con, key, &tok).await?,
+        Shape::LuaFenced => {
+            let fence: i64 = fenced
+                .key(key)
+                .key(&fence_key)
+                .arg(&tok)
+                .arg(TTL_MS)
+                .invoke_async(con)
+                .await
+                .map_err(err)?;
+            fence > 0
+        }
+        Shape::MultiFenced => {
+            let (set, fence): (Option<String>, i64) = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(key)
+                .arg(&tok)
+                .arg("NX")
+                .arg("PX")
+                .arg(TTL_MS)
+                .cmd("INCR")
+                .arg(&fence_key)
+                .query_async(con)
+                .await
+                .map_err(err)?;
+            set.is_some() && fence > 0
+        }
+    };
+    if !won {
+        return Err(format!("{shape:?} floor: uncontended key {key} busy"));
+    }
+    let n: i64 = cad
+        .key(key)
+        .arg(&tok)
+        .invoke_async(con)
+        .await
+        .map_err(err)?;
+    if n != 1 {
+        return Err(format!("{shape:?} floor: release matched nothing"));
+    }
+    Ok(())
+}
+
+/// A floor subject over connection `con`; task `t` uses its own key (one hash tag per key).
+fn floor<C>(con: C, shape: Shape, run: &str, tag: &str) -> Op
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let scripts = Arc::new((cad(), fenced_acquire()));
+    let prefix = format!("bench:{run}:{tag}");
+    Arc::new(move |t| {
+        let (mut con, scripts) = (con.clone(), scripts.clone());
+        let key = format!("{prefix}:{{{t}}}");
+        Box::pin(async move { floor_cycle(&mut con, shape, &scripts, &key).await })
+    })
+}
+
 /// Uncontended lock+release: `tasks` tasks, each on its own key.
 pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize) -> Res {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let con = raw(url).await?;
-    let (cad, fenced) = (Arc::new(cad()), Arc::new(fenced_acquire()));
-
-    let bare: Op = {
-        let (con, cad, run) = (con.clone(), cad.clone(), run.clone());
-        Arc::new(move |t| {
-            let (mut con, cad, key) = (con.clone(), cad.clone(), format!("bench:{run}:bare:{t}"));
-            Box::pin(async move {
-                let tok = token();
-                let ok: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&tok)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(TTL_MS)
-                    .query_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if ok.is_none() {
-                    return Err(format!("bare floor: uncontended key {key} busy"));
-                }
-                let n: i64 = cad
-                    .key(&key)
-                    .arg(&tok)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if n != 1 {
-                    return Err("bare floor: release matched nothing".into());
-                }
-                Ok(())
-            })
-        })
-    };
-    let fenced_op: Op = {
-        let (con, cad, fenced, run) = (con.clone(), cad.clone(), fenced.clone(), run.clone());
-        Arc::new(move |t| {
-            let (mut con, cad, fenced) = (con.clone(), cad.clone(), fenced.clone());
-            let key = format!("bench:{run}:fenced:{{{t}}}");
-            let fence_key = format!("{key}:fence");
-            Box::pin(async move {
-                let tok = token();
-                let fence: i64 = fenced
-                    .key(&key)
-                    .key(&fence_key)
-                    .arg(&tok)
-                    .arg(TTL_MS)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if fence <= 0 {
-                    return Err(format!("fenced floor: uncontended key {key} busy"));
-                }
-                let n: i64 = cad
-                    .key(&key)
-                    .arg(&tok)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if n != 1 {
-                    return Err("fenced floor: release matched nothing".into());
-                }
-                Ok(())
-            })
-        })
-    };
-    // The fence in dlock's shape: MULTI; SET NX PX; INCR; EXEC, then CAD.
-    let fenced_multi: Op = {
-        let (con, cad, run) = (con.clone(), cad.clone(), run.clone());
-        Arc::new(move |t| {
-            let (mut con, cad) = (con.clone(), cad.clone());
-            let key = format!("bench:{run}:multi:{{{t}}}");
-            let fence_key = format!("{key}:fence");
-            Box::pin(async move {
-                let tok = token();
-                let (set, fence): (Option<String>, i64) = redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(&tok)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(TTL_MS)
-                    .cmd("INCR")
-                    .arg(&fence_key)
-                    .query_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if set.is_none() || fence <= 0 {
-                    return Err(format!("MULTI floor: uncontended key {key} busy"));
-                }
-                let n: i64 = cad
-                    .key(&key)
-                    .arg(&tok)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if n != 1 {
-                    return Err("MULTI floor: release matched nothing".into());
-                }
-                Ok(())
-            })
-        })
-    };
-    // The same fenced floor over the reconnecting ConnectionManager dlock uses.
+    // The reconnecting ConnectionManager dlock uses, to show what it costs by itself.
     let manager = redis::aio::ConnectionManager::new(redis::Client::open(url).map_err(err)?)
         .await
         .map_err(err)?;
-    let fenced_cm: Op = {
-        let (cad, fenced, run) = (cad.clone(), fenced.clone(), run.clone());
-        Arc::new(move |t| {
-            let (mut con, cad, fenced) = (manager.clone(), cad.clone(), fenced.clone());
-            let key = format!("bench:{run}:fencedcm:{{{t}}}");
-            let fence_key = format!("{key}:fence");
-            Box::pin(async move {
-                let tok = token();
-                let fence: i64 = fenced
-                    .key(&key)
-                    .key(&fence_key)
-                    .arg(&tok)
-                    .arg(TTL_MS)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if fence <= 0 {
-                    return Err(format!("fenced floor: uncontended key {key} busy"));
-                }
-                let n: i64 = cad
-                    .key(&key)
-                    .arg(&tok)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(err)?;
-                if n != 1 {
-                    return Err("fenced floor: release matched nothing".into());
-                }
-                Ok(())
-            })
-        })
-    };
+    let bare = floor(con.clone(), Shape::Bare, &run, "bare");
+    let fenced_op = floor(con.clone(), Shape::LuaFenced, &run, "fenced");
+    let fenced_cm = floor(manager, Shape::LuaFenced, &run, "fencedcm");
+    let fenced_multi = floor(con.clone(), Shape::MultiFenced, &run, "multi");
     let locker = dlock::Locker::connect(url).await.map_err(err)?;
     let dlock_op: Op = {
         let run = run.clone();
@@ -317,16 +281,7 @@ pub async fn one_key(url: &str, tasks: usize, duration: Duration) -> Res {
                 let tok = token();
                 loop {
                     attempts.fetch_add(1, Ordering::Relaxed);
-                    let ok: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&tok)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(TTL_MS)
-                        .query_async(&mut con)
-                        .await
-                        .map_err(err)?;
-                    if ok.is_some() {
+                    if set_nx_px(&mut con, &key, &tok).await? {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -392,16 +347,7 @@ pub async fn one_key(url: &str, tasks: usize, duration: Duration) -> Res {
                 let tok = token();
                 loop {
                     attempts.fetch_add(1, Ordering::Relaxed);
-                    let ok: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg(&tok)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(TTL_MS)
-                        .query_async(&mut con)
-                        .await
-                        .map_err(err)?;
-                    if ok.is_some() {
+                    if set_nx_px(&mut con, &key, &tok).await? {
                         break;
                     }
                     // Wake on any release notice (all waiters do), or retry after 100 ms.
