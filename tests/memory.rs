@@ -1,5 +1,7 @@
 //! The core API on the in-memory backend: no server needed.
 
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,33 +12,8 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_tasks_keep_a_non_atomic_counter_exact_with_increasing_fences() {
-    let locker = Locker::memory();
-    let counter = Arc::new(AtomicU64::new(0));
-    let fences = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let (locker, counter, fences) = (locker.clone(), counter.clone(), fences.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..25 {
-                let guard = locker.lock("counter").wait(30 * SECOND).await.unwrap();
-                let seen = counter.load(Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                counter.store(seen + 1, Ordering::SeqCst);
-                fences.lock().unwrap().push(guard.fence().unwrap());
-                guard.release().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), 16 * 25);
-    let fences = fences.lock().unwrap();
+    let fences = support::contend(&[Locker::memory()], "counter", 16, 25).await;
     assert_eq!(fences.len(), 400);
-    assert!(
-        fences.windows(2).all(|w| w[0] < w[1]),
-        "fences must strictly increase in holder order: {fences:?}"
-    );
 }
 
 #[tokio::test]

@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dlock::{Error, Locker};
@@ -72,35 +70,8 @@ async fn sixteen_tasks_over_four_lockers_keep_a_counter_exact_with_increasing_fe
     for _ in 0..4 {
         lockers.push(locker().await);
     }
-    let counter = Arc::new(AtomicU64::new(0));
-    // Pushed while holding the lock, so the order is the holders' order.
-    let fences = Arc::new(Mutex::new(Vec::new()));
-    const ROUNDS: u64 = 25;
-    let mut tasks = Vec::new();
-    for i in 0..16 {
-        let locker = lockers[i % 4].clone();
-        let (key, counter, fences) = (key.clone(), counter.clone(), fences.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..ROUNDS {
-                let guard = locker.lock(&key).wait(120 * SECOND).await.unwrap();
-                let seen = counter.load(Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                counter.store(seen + 1, Ordering::SeqCst);
-                fences.lock().unwrap().push(guard.fence().unwrap());
-                guard.release().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), 16 * ROUNDS);
-    let fences = fences.lock().unwrap().clone();
-    assert_eq!(fences.len() as u64, 16 * ROUNDS);
-    assert!(
-        fences.windows(2).all(|w| w[0] < w[1]),
-        "fences must strictly increase in holder order: {fences:?}"
-    );
+    let fences = support::contend(&lockers, &key, 16, 25).await;
+    assert_eq!(fences.len(), 16 * 25);
     assert_nothing_left(&key).await;
 }
 

@@ -43,32 +43,8 @@ async fn sixteen_tasks_over_four_lockers_keep_a_counter_exact_with_increasing_fe
         locker().await,
         locker().await,
     ];
-    let counter = Arc::new(AtomicU64::new(0));
-    let fences = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..16 {
-        let locker = lockers[i % 4].clone();
-        let (key, counter, fences) = (key.clone(), counter.clone(), fences.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..20 {
-                let guard = locker.lock(&key).wait(60 * SECOND).await.unwrap();
-                let seen = counter.load(Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                counter.store(seen + 1, Ordering::SeqCst);
-                fences.lock().unwrap().push(guard.fence().unwrap());
-                guard.release().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), 320);
-    let fences = std::mem::take(&mut *fences.lock().unwrap());
-    assert!(
-        fences.windows(2).all(|w| w[0] < w[1]),
-        "fences strictly increase in holder order"
-    );
+    let fences = support::contend(&lockers, &key, 16, 20).await;
+    assert_eq!(fences.len(), 320);
     assert!(leftovers(&key).await.is_empty());
 }
 

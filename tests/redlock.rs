@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlock::{Error, Locker};
@@ -52,30 +50,12 @@ async fn assert_exclusive(a: &Locker, b: &Locker, key: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_up_keeps_a_counter_exact() {
     let servers = five();
-    let (a, b) = (
+    let lockers = [
         connect("redlock", &url(&servers)).await,
         connect("redlock", &url(&servers)).await,
-    );
-    let counter = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let locker = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                for _ in 0..10 {
-                    let g = locker.lock("counter").wait(60 * SECOND).await.unwrap();
-                    let seen = counter.load(Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    counter.store(seen + 1, Ordering::SeqCst);
-                    g.release().await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), 80);
+    ];
+    let fences = support::contend(&lockers, "counter", 8, 10).await;
+    assert!(fences.is_empty(), "Redlock gives no fences");
     for s in &servers {
         assert_eq!(leftovers(s), "", "nothing left on node {}", s.port);
     }

@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,43 +158,8 @@ async fn sixteen_tasks_over_four_sessions_keep_a_counter_exact() {
     for _ in 0..4 {
         lockers.push(locker().await);
     }
-    let counter = Arc::new(AtomicU64::new(0));
-    let fences = Arc::new(Mutex::new(Vec::new()));
-    const TASKS: usize = 16;
-    const ROUNDS: u64 = 5;
-    let mut tasks = Vec::new();
-    for i in 0..TASKS {
-        let locker = lockers[i % 4].clone();
-        let (key, counter, fences) = (key.clone(), counter.clone(), fences.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..ROUNDS {
-                let guard = locker
-                    .lock(key.as_str())
-                    .wait(Duration::from_secs(120))
-                    .await
-                    .expect("lock");
-                // A non-atomic read-modify-write: only mutual exclusion keeps it exact.
-                let seen = counter.load(Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                counter.store(seen + 1, Ordering::SeqCst);
-                fences
-                    .lock()
-                    .unwrap()
-                    .push(guard.fence().expect("zookeeper gives fences"));
-                guard.release().await.expect("release");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    assert_eq!(counter.load(Ordering::SeqCst), TASKS as u64 * ROUNDS);
-    let fences = fences.lock().unwrap().clone();
-    assert_eq!(fences.len(), TASKS * ROUNDS as usize);
-    assert!(
-        fences.windows(2).all(|w| w[0] < w[1]),
-        "fences must strictly increase across holders: {fences:?}"
-    );
+    let fences = support::contend(&lockers, &key, 16, 5).await;
+    assert_eq!(fences.len(), 16 * 5, "zookeeper gives fences");
     raw.assert_clean(&[&key]).await;
 }
 

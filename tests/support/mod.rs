@@ -178,3 +178,48 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port")
 }
+
+/// `tasks` tasks spread over `lockers` each take `key` `rounds` times around a non-atomic
+/// read-modify-write held across an await. Asserts that the counter ends exact and that the
+/// fences, recorded while holding the lock (so in holder order), strictly increase; returns them.
+pub async fn contend(lockers: &[dlock::Locker], key: &str, tasks: usize, rounds: u64) -> Vec<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    let counter = Arc::new(AtomicU64::new(0));
+    let fences = Arc::new(Mutex::new(Vec::new()));
+    let mut joins = Vec::new();
+    for i in 0..tasks {
+        let locker = lockers[i % lockers.len()].clone();
+        let (key, counter, fences) = (key.to_owned(), counter.clone(), fences.clone());
+        joins.push(tokio::spawn(async move {
+            for _ in 0..rounds {
+                let guard = locker
+                    .lock(key.as_str())
+                    .wait(Duration::from_secs(120))
+                    .await
+                    .expect("lock");
+                let seen = counter.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                counter.store(seen + 1, Ordering::SeqCst);
+                if let Some(fence) = guard.fence() {
+                    fences.lock().unwrap().push(fence);
+                }
+                guard.release().await.expect("release");
+            }
+        }));
+    }
+    for j in joins {
+        j.await.expect("task");
+    }
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        tasks as u64 * rounds,
+        "mutual exclusion: the non-atomic counter must end exact"
+    );
+    let fences = std::mem::take(&mut *fences.lock().unwrap());
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fences must strictly increase in holder order: {fences:?}"
+    );
+    fences
+}
