@@ -30,7 +30,9 @@ fn is_ident(s: &str) -> bool {
 }
 
 fn is_index(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+    s.chars().all(|c| c.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
+        && s.parse::<u32>().is_ok()
 }
 
 /// Parses the text of a template; the error is a message (the caller adds the span).

@@ -652,7 +652,9 @@ impl ZookeeperBackend {
     ) -> Result<(String, i64, Instant), Fail> {
         let prefix = format!("{dir}/{token}-");
         let mut delay = Duration::from_millis(20);
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let sent_at = Instant::now();
             match session.client.create(&prefix, &[], &LOCK_NODE).await {
                 Ok((stat, seq)) => return Ok((format!("{token}-{seq}"), stat.czxid, sent_at)),
@@ -679,7 +681,6 @@ impl ZookeeperBackend {
                 Err(e) => return Err(Fail::op("create lock node", &prefix)(e)),
             }
         }
-        unreachable!("the loop returns")
     }
 
     /// Deletes `path`; `Ok(false)` when it was already gone.
