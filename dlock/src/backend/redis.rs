@@ -5,13 +5,13 @@
 //! Every state change is atomic on the server; no step can interleave with another client's in
 //! a way that breaks the lock:
 //!
-//! - **acquire**: one round trip, `MULTI; SET lock token NX PX ttl; INCR fence; PTTL lock; EXEC`.
-//!   The lock is won when the `SET` says OK; the fence is the `INCR`'s value, otherwise the `PTTL`
-//!   bounds the waiter's fallback retry. `INCR` runs on lost attempts too (a fence only has to
-//!   grow, not be dense); inside the transaction it runs right after a winning `SET`, before
-//!   anything else, so fences strictly increase across holders. The transaction costs the server
-//!   less than the same steps in a Lua script (the bench measures ~1.1–1.2x the throughput of
-//!   the `EVALSHA` shape).
+//! - **acquire**: one round trip, `MULTI; SET lock token NX PX ttl; INCR fence; EXEC`. The lock
+//!   is won when the `SET` says OK, and the fence is the `INCR`'s value. `INCR` runs on lost
+//!   attempts too (a fence only has to grow, not be dense); inside the transaction it runs right
+//!   after a winning `SET`, before anything else, so fences strictly increase across holders.
+//!   The transaction costs the server less than the same steps in a Lua script (the bench
+//!   measures ~1.1–1.2x the throughput of the `EVALSHA` shape). A waiter at the front of the
+//!   local queue asks `PTTL lock` after a lost attempt, to bound its fallback retry.
 //! - The two token-checked steps are Lua scripts run with `EVALSHA` (loaded on first use,
 //!   reloaded when the server answers `NOSCRIPT`):
 //! - **release**: if `GET lock == token` then `DEL lock` and `PUBLISH released`; returns 1 or 0.
@@ -211,19 +211,14 @@ impl RedisBackend {
         self.attempts.load(Ordering::Relaxed)
     }
 
-    /// One acquire attempt: `Ok(Ok(fence))` or `Ok(Err(holder's pttl))`.
-    async fn attempt(
-        &self,
-        keys: &RedisKeys,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<std::result::Result<u64, Option<Duration>>> {
+    /// One acquire attempt: the fence when won, `None` when busy.
+    async fn attempt(&self, keys: &RedisKeys, token: &str, ttl: Duration) -> Result<Option<u64>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut con = self.commands.clone();
         // One round trip, one transaction (cheaper for the server than a Lua script). INCR runs
         // on every attempt: the fence only has to grow. MULTI keeps a winning SET and its INCR
         // together, so no other holder can come between them (see the module docs).
-        let (set, fence, pttl): (Option<String>, i64, i64) = redis::pipe()
+        let (set, fence): (Option<String>, i64) = redis::pipe()
             .atomic()
             .cmd("SET")
             .arg(&keys.lock)
@@ -233,17 +228,26 @@ impl RedisBackend {
             .arg(ttl_ms(ttl))
             .cmd("INCR")
             .arg(&keys.fence)
-            .cmd("PTTL")
+            .query_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        if set.is_none() {
+            return Ok(None);
+        }
+        u64::try_from(fence)
+            .map(Some)
+            .map_err(|_| backend_err("negative fence counter"))
+    }
+
+    /// The holder's remaining lease (`None`: no key, or a foreign key without expiry).
+    async fn holder_pttl(&self, keys: &RedisKeys) -> Result<Option<Duration>> {
+        let mut con = self.commands.clone();
+        let pttl: i64 = redis::cmd("PTTL")
             .arg(&keys.lock)
             .query_async(&mut con)
             .await
             .map_err(backend_err)?;
-        Ok(if set.is_some() {
-            Ok(u64::try_from(fence).map_err(|_| backend_err("negative fence counter"))?)
-        } else {
-            // PTTL: -2 the key vanished meanwhile, -1 a foreign key without expiry.
-            Err(u64::try_from(pttl).ok().map(Duration::from_millis))
-        })
+        Ok(u64::try_from(pttl).ok().map(Duration::from_millis))
     }
 
     /// Makes sure the pub/sub connection listens on `channel` (for a waiter already queued).
@@ -549,14 +553,13 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let keys = RedisKeys::new(key);
             let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
-            let mut holder_pttl = None;
+            let mut holder_pttl: Option<Duration> = None;
             // Barge only when no local waiter is queued for this key: otherwise queue behind
             // them, so a release hands the lock to the front waiter instead of racing it.
             if one_attempt || !self.notices.has_waiters(&keys.channel) {
                 let sent_at = Instant::now();
-                match self.attempt(&keys, token, ttl).await? {
-                    Ok(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
-                    Err(pttl) => holder_pttl = pttl,
+                if let Some(fence) = self.attempt(&keys, token, ttl).await? {
+                    return Ok(Some(Grant::new(Some(fence), sent_at)));
                 }
                 if one_attempt {
                     return Ok(None);
@@ -590,12 +593,14 @@ impl Backend for RedisBackend {
                     // Consume a wake-up before attempting: the attempt answers it.
                     waiter.pending.store(false, Ordering::Release);
                     let sent_at = Instant::now();
-                    match self.attempt(&keys, token, ttl).await? {
-                        Ok(fence) => {
-                            place.acquired = true;
-                            return Ok(Some(Grant::new(Some(fence), sent_at)));
-                        }
-                        Err(pttl) => holder_pttl = pttl.or(holder_pttl),
+                    if let Some(fence) = self.attempt(&keys, token, ttl).await? {
+                        place.acquired = true;
+                        return Ok(Some(Grant::new(Some(fence), sent_at)));
+                    }
+                    // The front waiter bounds its fallback by the holder's remaining lease
+                    // (asked only here, off the uncontended path).
+                    if self.notices.is_front(&keys.channel, &waiter) {
+                        holder_pttl = self.holder_pttl(&keys).await?;
                     }
                 }
                 let left = remaining(deadline);
