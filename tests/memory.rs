@@ -244,3 +244,34 @@ async fn blocking_api_errors_inside_a_runtime() {
     let next = locker.lock("k").wait(5 * SECOND).await.unwrap();
     next.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn extreme_durations_are_errors_not_panics() {
+    let locker = Locker::memory();
+    let g = locker.lock("k").wait(Duration::MAX).await.unwrap();
+    assert!(matches!(
+        g.extend(Duration::MAX).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    g.release().await.unwrap();
+    assert!(matches!(
+        locker.lock("k").ttl(Duration::MAX).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_short_extend_under_a_watchdog_lease_is_renewed_in_time() {
+    let locker = Locker::memory();
+    let guard = locker
+        .lock("k")
+        .ttl(3 * SECOND)
+        .watchdog(true)
+        .await
+        .unwrap();
+    // Shorter than the 1 s renewal period: the watchdog must renew before it runs out.
+    guard.extend(Duration::from_millis(300)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+}

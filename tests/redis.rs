@@ -338,3 +338,52 @@ async fn local_hand_offs_still_let_another_locker_in() {
     }
     assert!(leftovers(&key).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_waiter_gets_a_lock_whose_holder_vanished() {
+    let key = unique("vanished");
+    let locker = locker().await;
+    let holder = locker.lock(&key).await.unwrap();
+    // W1 queues first; it will get the lock by hand-off and then vanish without releasing.
+    let w1 = {
+        let (locker, key) = (locker.clone(), key.clone());
+        tokio::spawn(async move {
+            let g = locker
+                .lock(&key)
+                .ttl(Duration::from_millis(300))
+                .wait(20 * SECOND)
+                .await
+                .unwrap();
+            std::mem::forget(g);
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let w2 = {
+        let (locker, key) = (locker.clone(), key.clone());
+        tokio::spawn(async move { locker.lock(&key).wait(20 * SECOND).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.release().await.unwrap();
+    w1.await.unwrap();
+    // No release notice will ever come; W2 must notice it moved to the front and retry once
+    // W1's 300 ms lease is over (generous bound: a few seconds on a loaded machine).
+    let g = w2
+        .await
+        .unwrap()
+        .expect("W2 gets the lock after W1's lease");
+    assert!(g.waited() < 10 * SECOND, "{:?}", g.waited());
+    g.release().await.unwrap();
+    assert!(leftovers(&key).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancelled_release_still_releases() {
+    let key = unique("cancel-release");
+    let locker = locker().await;
+    let guard = locker.lock(&key).await.unwrap();
+    // The release future is dropped before the server answers.
+    let _ = tokio::time::timeout(Duration::from_micros(1), guard.release()).await;
+    let next = locker.lock(&key).wait(5 * SECOND).await;
+    let next = next.expect("freed in the background, long before the 30 s lease");
+    next.release().await.unwrap();
+}

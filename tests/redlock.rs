@@ -151,4 +151,9 @@ async fn closed_ports_error_in_bounded_time() {
     let r = tokio::time::timeout(20 * SECOND, locker.lock("k").wait(SECOND)).await;
     assert!(matches!(r, Ok(Err(Error::Backend { .. }))), "{r:?}");
     assert!(t.elapsed() < 15 * SECOND, "{:?}", t.elapsed());
+    // Without a wait too: no quorum is a clean refusal, not a retry for ever.
+    let t = Instant::now();
+    let r = tokio::time::timeout(20 * SECOND, locker.lock("k")).await;
+    assert!(matches!(r, Ok(Err(Error::Backend { .. }))), "{r:?}");
+    assert!(t.elapsed() < 15 * SECOND, "{:?}", t.elapsed());
 }

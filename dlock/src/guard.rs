@@ -128,6 +128,7 @@ impl LockGuard {
         let lost = || Error::Lost {
             key: self.key.to_string(),
         };
+        crate::request::validate_ttl(ttl)?;
         let live = self.live.as_ref().ok_or_else(lost)?;
         if !live.lease.state.is_held() {
             return Err(lost());
@@ -150,14 +151,19 @@ impl LockGuard {
     /// lock is left untouched); [`Error::Backend`] when the server cannot be reached (the lease
     /// then runs out by itself).
     pub async fn release(mut self) -> Result<()> {
-        let Some(live) = self.live.take() else {
+        let Some(live) = self.live.as_ref() else {
             return Ok(());
         };
         live.lease.stop();
         // A lease already known lost is reported as lost even if the row or key was still
         // there to delete: the holder must not believe it held the lock to the end.
         let was_held = live.lease.state.is_held();
+        // `live` stays in the guard until the release has answered: if this future is dropped
+        // midway (or fails), the guard's Drop still releases in the background.
         let released = live.backend.release(&self.key, &live.token).await?;
+        let Some(live) = self.live.take() else {
+            return Ok(());
+        };
         if released && was_held {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
             Ok(())

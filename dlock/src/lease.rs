@@ -122,16 +122,19 @@ impl Lease {
             backend: backend.name(),
         });
         let task = (spec.watchdog || backend_lost.is_some()).then(|| {
-            tokio::spawn(run(
+            // Subscribed here, not in the task: an `extend` made before the task first runs
+            // must still reach it.
+            let moved = state.deadline.subscribe();
+            let task = LeaseTask {
                 backend,
                 key,
                 token,
                 spec,
-                sent_at,
-                state.clone(),
+                state: state.clone(),
+                moved,
                 backend_lost,
-            ))
-            .abort_handle()
+            };
+            tokio::spawn(run(task, sent_at)).abort_handle()
         });
         Lease { state, task }
     }
@@ -150,22 +153,34 @@ impl Drop for Lease {
     }
 }
 
-async fn run(
+/// What the timer task of one lease works with.
+struct LeaseTask {
     backend: Arc<dyn Backend>,
     key: Arc<str>,
     token: Arc<str>,
     spec: LeaseSpec,
-    sent_at: Instant,
     state: Arc<LeaseState>,
+    /// Deadline changes (renewals, `extend`), subscribed before the task was spawned.
+    moved: watch::Receiver<Instant>,
     backend_lost: Option<BoxFuture<'static, ()>>,
-) {
+}
+
+async fn run(task: LeaseTask, sent_at: Instant) {
+    let LeaseTask {
+        backend,
+        key,
+        token,
+        spec,
+        state,
+        mut moved,
+        backend_lost,
+    } = task;
     let name = backend.name();
     let mut backend_lost = backend_lost.unwrap_or_else(|| Box::pin(std::future::pending()));
     let renew_every = spec.ttl / 3;
     // After a failed renewal, try again soon, but not in a tight loop.
     let retry_every = (spec.ttl / 10).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let mut next_renewal = sent_at + renew_every;
-    let mut moved = state.deadline.subscribe();
     loop {
         let deadline = state.deadline();
         let wake_at = if spec.watchdog {
@@ -178,7 +193,14 @@ async fn run(
                 state.mark_lost("the backend reported the lock gone (session ended)");
                 return;
             }
-            _ = moved.changed() => continue,
+            _ = moved.changed() => {
+                // An `extend` shorter than the watchdog's ttl must not run out before the next
+                // renewal: renew within a third of what is left.
+                let now = Instant::now();
+                let left = state.deadline().saturating_duration_since(now);
+                next_renewal = next_renewal.min(now + left / 3);
+                continue;
+            }
             _ = tokio::time::sleep_until(wake_at.into()) => {}
         }
         let now = Instant::now();

@@ -54,7 +54,7 @@ pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use locker::Locker;
 pub use registry::{env_var_for, lookup, lookup_blocking, register, DEFAULT_NAME};
-pub use request::{LockRequest, DEFAULT_WATCHDOG_TTL};
+pub use request::{LockRequest, DEFAULT_WATCHDOG_TTL, MAX_TTL};
 
 /// `#[distributed_lock(key = "...", ...)]`: hold a lock while a function runs (feature `macros`).
 #[cfg(feature = "macros")]

@@ -100,7 +100,8 @@ impl LockRequest {
         let key: Arc<str> = self.key.into();
         let token: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let started = Instant::now();
-        let deadline = self.wait.map(|w| started + w);
+        // A wait too long to represent is no deadline at all.
+        let deadline = self.wait.and_then(|w| started.checked_add(w));
 
         // If this future is dropped mid-acquire, or the acquire fails, the server may have
         // granted the lock anyway: release the token (token-checked, harmless otherwise).
@@ -157,6 +158,10 @@ impl IntoFuture for LockRequest {
     }
 }
 
+/// The longest lease accepted: a lease is a safety net for a crashed holder, not a way to keep a
+/// lock for ever (use a watchdog lease for long jobs).
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn validate(key: &str, spec: LeaseSpec) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey {
@@ -164,11 +169,16 @@ fn validate(key: &str, spec: LeaseSpec) -> Result<()> {
             reason: "a lock key must not be empty; name the resource, e.g. \"order:42\"".into(),
         });
     }
-    if spec.ttl < Duration::from_millis(1) {
+    validate_ttl(spec.ttl)
+}
+
+/// A lease length must be between 1 ms and [`MAX_TTL`].
+pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
         return Err(Error::InvalidArgument {
             reason: format!(
-                "ttl {:?} is too short; a lease must be at least 1 ms",
-                spec.ttl
+                "ttl {ttl:?} is out of range; a lease must be at least 1 ms and at most {MAX_TTL:?} \
+                 (use a watchdog lease, the default, for long jobs)"
             ),
         });
     }

@@ -79,6 +79,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
 const FALLBACK_MIN: Duration = Duration::from_millis(200);
 const FALLBACK_MAX: Duration = Duration::from_secs(5);
+/// How often a waiter behind others checks whether it has become the front one.
+const FRONT_CHECK: Duration = Duration::from_millis(500);
 
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -374,6 +376,8 @@ enum Handoff {
     },
     /// The waiter gave up; no hand-off may start.
     Closed,
+    /// The waiter's acquire was dropped: a hand-off that completes anyway must be undone.
+    Abandoned,
 }
 
 impl Waiter {
@@ -399,10 +403,15 @@ impl Waiter {
     /// Ends a hand-off: granted, or back to waiting (the release found the lock not ours, or
     /// failed, or was dropped).
     fn settle(&self, grant: Option<(u64, Instant)>) {
-        *self.handoff() = match grant {
+        let mut state = self.handoff();
+        if matches!(*state, Handoff::Abandoned) {
+            return;
+        }
+        *state = match grant {
             Some((fence, sent_at)) => Handoff::Granted { fence, sent_at },
             None => Handoff::Open,
         };
+        drop(state);
         self.wake();
     }
 }
@@ -516,6 +525,12 @@ struct QueuePlace<'a> {
 
 impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
+        if !self.acquired {
+            let mut state = self.waiter.handoff();
+            if !matches!(*state, Handoff::Granted { .. }) {
+                *state = Handoff::Abandoned;
+            }
+        }
         if !self
             .backend
             .notices
@@ -587,7 +602,7 @@ impl Backend for RedisBackend {
                         return Ok(Some(Grant::new(Some(fence), sent_at)));
                     }
                     Handoff::Claimed => should_attempt = false,
-                    Handoff::Open | Handoff::Closed => {}
+                    Handoff::Open | Handoff::Closed | Handoff::Abandoned => {}
                 }
                 if should_attempt {
                     // Consume a wake-up before attempting: the attempt answers it.
@@ -608,7 +623,7 @@ impl Backend for RedisBackend {
                     let in_flight = {
                         let mut state = waiter.handoff();
                         match *state {
-                            Handoff::Open | Handoff::Closed => {
+                            Handoff::Open | Handoff::Closed | Handoff::Abandoned => {
                                 *state = Handoff::Closed;
                                 false
                             }
@@ -624,33 +639,35 @@ impl Backend for RedisBackend {
                     }
                     continue;
                 }
-                // Only the front waiter needs a fallback for a missed notice: the others move up
-                // as waiters ahead of them leave. The fallback fires within the holder's
-                // remaining lease, jittered.
-                let fallback_in = if self.notices.is_front(&keys.channel, &waiter) {
+                // Only the front waiter retries on a fallback for a missed notice, within the
+                // holder's remaining lease, jittered. The others attempt when woken; they check
+                // now and then whether they have moved to the front meanwhile (the waiter ahead
+                // took the lock and may never release it: crashed, or its lease ran out).
+                let front = self.notices.is_front(&keys.channel, &waiter);
+                let mut sleep = if front {
                     let bound = match holder_pttl.take() {
                         Some(pttl) => fallback.min(pttl + Duration::from_millis(1)),
                         None => fallback.min(Duration::from_millis(5)),
                     };
-                    Some(jitter(bound / 2, bound))
+                    jitter(bound / 2, bound)
                 } else {
-                    None
+                    FRONT_CHECK
                 };
-                let sleep = match (fallback_in, left) {
-                    (Some(f), Some(l)) => Some(f.min(l)),
-                    (f, l) => f.or(l),
-                };
-                let timer = async {
-                    match sleep {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending().await,
+                if let Some(left) = left {
+                    sleep = sleep.min(left);
+                }
+                should_attempt = tokio::select! {
+                    _ = waiter.notify.notified() => {
+                        fallback = FALLBACK_MIN;
+                        true
+                    }
+                    _ = tokio::time::sleep(sleep) => {
+                        if front {
+                            fallback = (fallback * 2).min(FALLBACK_MAX);
+                        }
+                        front
                     }
                 };
-                tokio::select! {
-                    _ = waiter.notify.notified() => fallback = FALLBACK_MIN,
-                    _ = timer => fallback = (fallback * 2).min(FALLBACK_MAX),
-                }
-                should_attempt = true;
             }
         })
     }
@@ -673,7 +690,22 @@ impl Backend for RedisBackend {
                     .map_err(backend_err)?;
                 settle.0 = None;
                 let granted = u64::try_from(fence).ok().filter(|f| *f > 0);
-                waiter.settle(granted.map(|f| (f, sent_at)));
+                let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
+                if abandoned {
+                    // The waiter's acquire was dropped while the lock was on its way: give the
+                    // lock up for it (its own cancel-release may have run before the hand-off).
+                    if granted.is_some() {
+                        let _: i64 = RELEASE
+                            .key(&keys.lock)
+                            .arg(&waiter.token)
+                            .arg(&keys.channel)
+                            .invoke_async(&mut con)
+                            .await
+                            .map_err(backend_err)?;
+                    }
+                } else {
+                    waiter.settle(granted.map(|f| (f, sent_at)));
+                }
                 return Ok(granted.is_some());
             }
             let released: i64 = RELEASE

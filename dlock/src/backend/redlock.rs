@@ -155,16 +155,16 @@ impl RedlockBackend {
             .on_all(op, &keys, &token, Duration::from_millis(500))
             .await;
         let yes = answers.iter().filter(|a| matches!(a, Answer::Yes)).count();
-        let answered = answers
-            .iter()
-            .filter(|a| !matches!(a, Answer::Failed))
-            .count();
+        let no = answers.iter().filter(|a| matches!(a, Answer::No)).count();
         if yes >= self.quorum() {
             Ok(true)
-        } else if answered >= self.quorum() {
+        } else if no > self.nodes.len() - self.quorum() {
+            // Enough nodes said no that a quorum of yes is impossible: the lock is not ours.
             Ok(false)
         } else {
-            Err(self.no_quorum(op.name(), answered))
+            // Silent nodes might hold our token: we cannot tell, so it is an error (the
+            // watchdog retries until the lease deadline) rather than a loss.
+            Err(self.no_quorum(op.name(), yes + no))
         }
     }
 
@@ -258,6 +258,7 @@ impl Backend for RedlockBackend {
             let node_timeout =
                 (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
             let drift = drift(ttl);
+            let mut silent_rounds = 0;
             loop {
                 let sent_at = Instant::now();
                 let answers = self.on_all(Op::Set(ttl), &keys, &token, node_timeout).await;
@@ -267,19 +268,27 @@ impl Backend for RedlockBackend {
                     let sent_at = sent_at.checked_sub(drift).unwrap_or(sent_at);
                     return Ok(Some(Grant::new(None, sent_at)));
                 }
-                // Not won: undo the minority at once so it blocks nobody.
-                if yes > 0 {
+                // Not won: undo the minority at once so it blocks nobody (a node that did not
+                // answer may have set the key too).
+                if answers.iter().any(|a| !matches!(a, Answer::No)) {
                     self.on_all(Op::Release, &keys, &token, node_timeout).await;
                 }
+                let answered = answers
+                    .iter()
+                    .filter(|a| !matches!(a, Answer::Failed))
+                    .count();
+                // Without a quorum of nodes answering, refuse cleanly instead of retrying for
+                // ever (a few rounds ride out a blip).
+                silent_rounds = if answered < self.quorum() {
+                    silent_rounds + 1
+                } else {
+                    0
+                };
                 let left = remaining(deadline);
+                if silent_rounds >= 3 || (silent_rounds > 0 && left.is_some_and(|l| l.is_zero())) {
+                    return Err(self.no_quorum("acquire", answered));
+                }
                 if left.is_some_and(|l| l.is_zero()) {
-                    let answered = answers
-                        .iter()
-                        .filter(|a| !matches!(a, Answer::Failed))
-                        .count();
-                    if answered < self.quorum() {
-                        return Err(self.no_quorum("acquire", answered));
-                    }
                     return Ok(None);
                 }
                 let mut pause = jitter(Duration::from_millis(5), Duration::from_millis(50));
