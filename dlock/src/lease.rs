@@ -4,7 +4,8 @@
 //!
 //! The lease deadline is kept on the client, conservatively: it counts from the moment the
 //! acquire (or renewal) request was *sent*, so the client always believes the lease ends no later
-//! than the server does. When the deadline passes without a successful renewal, the lease is lost.
+//! than the server does, less an allowance for clock drift (see `lease_end`). When the deadline
+//! passes without a successful renewal, the lease is lost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,15 @@ pub(crate) struct LeaseSpec {
     pub ttl: Duration,
     /// Renew every `ttl / 3` while the guard lives.
     pub watchdog: bool,
+}
+
+/// When the client must consider a lease of `ttl`, requested at `sent_at`, over: counted from
+/// the send (the server's lease cannot start earlier) and shortened by an allowance for clocks
+/// running at different rates, the Redlock description's `ttl × 1 % + 2 ms` (at most a tenth of
+/// the ttl, so very short leases stay usable).
+pub(crate) fn lease_end(sent_at: Instant, ttl: Duration) -> Instant {
+    let drift = (ttl / 100 + Duration::from_millis(2)).min(ttl / 10);
+    sent_at + (ttl - drift)
 }
 
 /// Lease state shared by the guard and its timer task (if any).
@@ -73,7 +83,7 @@ impl LeaseState {
     }
 
     fn set_deadline(&self, sent_at: Instant, ttl: Duration) {
-        self.deadline.send_replace(sent_at + ttl);
+        self.deadline.send_replace(lease_end(sent_at, ttl));
     }
 
     /// Records a lease extended by the guard from `sent_at` for `ttl`; the timer task (if any)
@@ -117,7 +127,7 @@ impl Lease {
     ) -> Lease {
         let state = Arc::new(LeaseState {
             held: watch::channel(true).0,
-            deadline: watch::channel(sent_at + spec.ttl).0,
+            deadline: watch::channel(lease_end(sent_at, spec.ttl)).0,
             key: key.clone(),
             backend: backend.name(),
         });

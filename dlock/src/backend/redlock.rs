@@ -9,8 +9,8 @@
 //!    at most that timeout and never stalls the acquire.
 //! 2. The lock is won when a quorum of `N/2 + 1` nodes said yes and the validity time
 //!    `ttl − elapsed − drift` (drift = `ttl × 0.01 + 2 ms`) is still positive. The client counts
-//!    its lease from the moment the requests were sent minus the drift, so it never believes it
-//!    holds the lock longer than the quorum does.
+//!    its lease (and each renewal) from the moment the requests were sent, less the same drift,
+//!    so it never believes it holds the lock longer than the quorum does.
 //! 3. Otherwise the token is released on every node at once and the attempt is retried after a
 //!    random delay, until the wait runs out.
 //!
@@ -265,7 +265,7 @@ impl Backend for RedlockBackend {
                 let yes = answers.iter().filter(|a| matches!(a, Answer::Yes)).count();
                 let validity = ttl.checked_sub(sent_at.elapsed() + drift);
                 if yes >= self.quorum() && validity.is_some_and(|v| !v.is_zero()) {
-                    let sent_at = sent_at.checked_sub(drift).unwrap_or(sent_at);
+                    // The lease (like every backend's) subtracts the same drift allowance.
                     return Ok(Some(Grant::new(None, sent_at)));
                 }
                 // Not won: undo the minority at once so it blocks nobody (a node that did not
