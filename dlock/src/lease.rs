@@ -1,5 +1,5 @@
-//! Leases: one timer task per held lock that renews it (watchdog) or gives it up at its deadline,
-//! and the `held` flag behind [`LockGuard::is_held`](crate::LockGuard::is_held) and
+//! Leases: a timer task per held lock where something must happen on time (a watchdog renewal,
+//! or giving up a lock the server does not expire by itself), and the state behind [`LockGuard::is_held`](crate::LockGuard::is_held) and
 //! [`LockGuard::lost`](crate::LockGuard::lost).
 //!
 //! The lease deadline is kept on the client, conservatively: it counts from the moment the
