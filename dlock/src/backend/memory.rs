@@ -22,7 +22,12 @@ use crate::Result;
 pub struct MemoryBackend {
     slots: Mutex<HashMap<String, Slot>>,
     next_fence: AtomicU64,
+    attempts: AtomicU64,
 }
+
+/// Every this many attempts, slots whose lease ran out unreleased (a forgotten guard) and that
+/// nobody waits on are dropped, so they do not pile up.
+const SWEEP_EVERY: u64 = 1024;
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -65,6 +70,11 @@ impl MemoryBackend {
     fn attempt(&self, key: &str, token: &str, ttl: Duration) -> Attempt {
         let now = Instant::now();
         let mut slots = self.slots();
+        if self.attempts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            slots.retain(|_, s| {
+                s.holder.as_ref().is_some_and(|h| h.live(now)) || Arc::strong_count(&s.released) > 1
+            });
+        }
         let slot = slots.entry(key.to_owned()).or_default();
         match &slot.holder {
             Some(h) if h.live(now) => Attempt::Busy {
@@ -185,6 +195,24 @@ mod tests {
         assert!(m.release("k", "a").await.unwrap());
         assert!(!m.release("k", "a").await.unwrap());
         assert_eq!(m.slots().len(), 0, "a free, unwatched slot is dropped");
+    }
+
+    #[tokio::test]
+    async fn slots_of_forgotten_leases_are_swept() {
+        let m = MemoryBackend::new();
+        let short = Duration::from_millis(1);
+        for i in 0..SWEEP_EVERY {
+            let r = m.acquire(&format!("k{i}"), "t", short, None).await;
+            assert!(r.unwrap().is_some());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        for _ in 0..SWEEP_EVERY {
+            let r = m
+                .acquire("live", "t", Duration::from_secs(5), Some(Instant::now()))
+                .await;
+            r.unwrap();
+        }
+        assert_eq!(m.slots().len(), 1, "only the live slot is left");
     }
 
     #[tokio::test]
