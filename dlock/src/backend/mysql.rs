@@ -126,6 +126,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any one statement, so a server that stops answering is an error, not a hang.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lock waits on the server, shorter than [`STATEMENT_TIMEOUT`] (see the pool's `after_connect`).
+const SESSION_LOCK_WAITS: &str = "SET SESSION innodb_lock_wait_timeout = 5, lock_wait_timeout = 5";
 /// Retries of a release or extend that met a deadlock or lock-wait timeout.
 const MAX_RETRIES: u32 = 8;
 /// Longest lease the server is asked for (DATETIME ends in year 9999).
@@ -308,6 +311,17 @@ impl MysqlBackend {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
+            // The server gives up waiting for row and metadata locks before the client's
+            // statement timeout does, so a stalled INSERT is rolled back there (error 1205,
+            // retried) instead of committing later, after the client gave up: a row nobody owns.
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::raw_sql(AssertSqlSafe(SESSION_LOCK_WAITS))
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
             .connect_lazy_with(options);
         let sql = Statements::new(&table);
         Ok(MysqlBackend { pool, table, sql })
