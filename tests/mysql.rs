@@ -364,3 +364,37 @@ fn key_mapping_is_as_documented() {
     );
     assert!(hostile.chars().all(|c| c.is_ascii_graphic()));
 }
+
+#[tokio::test]
+async fn a_table_that_would_break_locks_quietly_is_refused() {
+    // An INT id (overflows into duplicate-key errors), a nullable expire_at (never expires) and
+    // a short prefix unique index (distinct keys collide) would each make locks misbehave
+    // without an error; connect refuses the table and names all three.
+    let table = format!("dlock_bad_{}", uuid::Uuid::new_v4().simple());
+    let db = db().await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id INT NOT NULL AUTO_INCREMENT, \
+         lock_name VARCHAR(255) NOT NULL, secret_key VARCHAR(64) NOT NULL, \
+         create_time DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, expire_at DATETIME(6) NULL, \
+         PRIMARY KEY (id), UNIQUE KEY uk_lock_name (lock_name(20))) ENGINE=InnoDB"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
+    let result = Locker::connect(&format!("{}?table={table}", support::mysql_url())).await;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&db)
+        .await
+        .unwrap();
+    let msg = match result {
+        Err(e @ Error::Backend { .. }) => e.to_string(),
+        other => panic!("expected the table to be refused, got {other:?}"),
+    };
+    for part in [
+        "`id` as BIGINT",
+        "`expire_at` as DATETIME(6) NOT NULL",
+        "UNIQUE index on `lock_name`",
+    ] {
+        assert!(msg.contains(part), "{part} missing from: {msg}");
+    }
+}

@@ -532,12 +532,12 @@ fn parse_url(url: &str) -> Result<(MySqlConnectOptions, String)> {
 
 /// Creates the lock table when missing; checks an existing one has what dlock needs.
 async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
-    type Column = (String, String, i64, i64, String);
+    type Column = (String, String, i64, i64, String, String);
     let columns: Vec<Column> = sqlx::query_as(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), \
                 CAST(COALESCE(DATETIME_PRECISION, 0) AS SIGNED), \
                 CAST(COALESCE(CHARACTER_MAXIMUM_LENGTH, 0) AS SIGNED), \
-                CAST(LOWER(EXTRA) AS CHAR) \
+                CAST(LOWER(EXTRA) AS CHAR), CAST(IS_NULLABLE AS CHAR) \
          FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
     )
@@ -577,8 +577,8 @@ async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
             missing.push("column `id` (the fence)".to_owned());
             fixes.push("ADD COLUMN `id` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY".to_owned());
         }
-        Some(c) if !c.4.contains("auto_increment") => {
-            missing.push("AUTO_INCREMENT on column `id` (the fence)".to_owned());
+        Some(c) if !c.4.contains("auto_increment") || c.1 != "bigint" => {
+            missing.push("column `id` as BIGINT AUTO_INCREMENT (the fence)".to_owned());
             fixes.push("MODIFY COLUMN `id` BIGINT NOT NULL AUTO_INCREMENT".to_owned());
         }
         Some(_) => {}
@@ -612,8 +612,8 @@ async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
             missing.push("column `expire_at` (the lease end, server time)".to_owned());
             fixes.push(format!("ADD COLUMN `expire_at` {EXPIRE_AT_DEF}"));
         }
-        Some(c) if c.1 != "datetime" || c.2 < 6 => {
-            missing.push("column `expire_at` as DATETIME(6)".to_owned());
+        Some(c) if c.1 != "datetime" || c.2 < 6 || c.5.eq_ignore_ascii_case("yes") => {
+            missing.push("column `expire_at` as DATETIME(6) NOT NULL".to_owned());
             fixes.push(format!("MODIFY COLUMN `expire_at` {EXPIRE_AT_DEF}"));
         }
         Some(_) => {}
@@ -622,6 +622,7 @@ async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
     let unique: Option<String> = sqlx::query_scalar(
         "SELECT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+           AND (SUB_PART IS NULL OR SUB_PART >= 190) \
          GROUP BY INDEX_NAME \
          HAVING COUNT(*) = 1 AND LOWER(MAX(COLUMN_NAME)) = 'lock_name' \
          LIMIT 1",
