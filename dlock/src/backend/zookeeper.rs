@@ -399,9 +399,11 @@ async fn monitor(
     dead: watch::Sender<bool>,
     id: i64,
 ) {
-    // The client notices silence after 2/5 of the session timeout; the server expires the session
-    // after the whole timeout of silence, so at most 3/5 of it is left after the notice.
-    let grace = timeout * 3 / 5;
+    // The client notices silence 2/5 of the session timeout after its last reply (checked every
+    // 1/20); the server may expire the session a whole timeout after it last heard from us,
+    // which can be slightly earlier. Giving up after half the timeout more leaves a margin of
+    // about a tenth of it, so `lost()` fires before another client can be granted the lock.
+    let grace = timeout / 2;
     let mut state = states.state();
     loop {
         if state.is_terminated() {
@@ -720,8 +722,16 @@ impl ZookeeperBackend {
                 Err(zk::Error::NoNode) => Vec::new(),
                 Err(e) => return Err(Fail::op("list lock queue", dir)(e)),
             };
+            // Another node of our token (a create retried after a lost reply, whose first try
+            // showed up late) would block us from ahead or be left behind us: remove it.
+            for ghost in children.iter().filter(|c| {
+                **c != name && c.strip_prefix(token).is_some_and(|r| r.starts_with('-'))
+            }) {
+                Self::delete(session, &format!("{dir}/{ghost}")).await?;
+            }
             let mut queue: Vec<(i64, &str)> = children
                 .iter()
+                .filter(|c| **c == name || !c.starts_with(token))
                 .filter_map(|c| sequence_of(c).map(|n| (n, c.as_str())))
                 .collect();
             queue.sort_unstable();
