@@ -77,7 +77,7 @@
 //! stays disconnected long enough that the server may already have expired it (3/5 of the session
 //! timeout after the client noticed the disconnection: the client notices after 2/5 of silence),
 //! every guard of that session fires `lost()` and reports `is_held() == false`; release and extend
-//! on them give [`Error::Lost`](crate::Error::Lost). The next call opens a new session. A
+//! on them give [`Error::Lost`]. The next call opens a new session. A
 //! connection that drops and comes back while the session is still alive loses nothing. A lock
 //! node deleted by someone else (an operator) is noticed by the next watchdog renewal, which
 //! checks that the node still exists in this session. (A watch on the holder's own node would
