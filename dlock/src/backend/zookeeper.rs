@@ -687,7 +687,22 @@ impl ZookeeperBackend {
 
     /// Deletes `path`; `Ok(false)` when it was already gone.
     async fn delete(session: &Session, path: &str) -> Result<bool, Fail> {
-        match Self::retry(session, || session.client.delete(path, None)).await {
+        // A retried delete that finds no node most likely removed it itself the first time (its
+        // reply was lost with the connection): our node, in our live session, cannot have been
+        // removed by anyone else but an operator.
+        let mut retried = false;
+        let deleted = Self::retry(session, || {
+            let first = !std::mem::replace(&mut retried, true);
+            let delete = session.client.delete(path, None);
+            async move {
+                match delete.await {
+                    Err(zk::Error::NoNode) if !first => Ok(()),
+                    other => other,
+                }
+            }
+        })
+        .await;
+        match deleted {
             Ok(()) => Ok(true),
             Err(zk::Error::NoNode) => Ok(false),
             Err(e) => Err(Fail::op("delete lock node", path)(e)),
