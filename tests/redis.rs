@@ -159,11 +159,16 @@ async fn lost_fires_when_the_server_holding_the_lock_is_paused() {
         .expect("lost() fires while the server is paused");
     assert!(!guard.is_held());
     assert!(start.elapsed() < 10 * SECOND);
-    // A new acquire against the paused server errors within bounded time instead of hanging.
+    // A new acquire against the paused server errors within its wait instead of hanging
+    // (1 s wait; the bound leaves room for a loaded machine).
     let t = Instant::now();
     let r = tokio::time::timeout(20 * SECOND, locker.lock("other").wait(SECOND)).await;
     assert!(matches!(r, Ok(Err(Error::Backend { .. }))), "{r:?}");
-    assert!(t.elapsed() < 15 * SECOND, "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < 2500 * Duration::from_millis(1),
+        "{:?}",
+        t.elapsed()
+    );
     server.resume();
 }
 
