@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::Result;
 
+#[cfg(any(feature = "mysql", feature = "zookeeper"))]
+mod digest;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;

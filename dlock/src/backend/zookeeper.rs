@@ -52,11 +52,10 @@
 //!   BMP (which Java sees as surrogate pairs, refused in paths) are percent-escaped byte by byte in
 //!   UTF-8 (`/` → `%2F`, `\n` → `%0A`, `🔑` → `%F0%9F%94%91`);
 //! - the whole segments `.` and `..` become `%2E` and `%2E%2E`;
-//! - an escaped key longer than 200 bytes becomes its first ~120 bytes, then `%~`, then the 32 hex
-//!   digits of the 128-bit FNV-1a digest of the whole key. `%~` never occurs in an escaped key (an
-//!   escape is always `%` and two upper-case hex digits), so a digested key never equals a short
-//!   one; two long keys collide only if their 128-bit digests do (FNV is not cryptographic: do not
-//!   let an adversary choose 200+-byte keys that must stay apart).
+//! - an escaped key longer than 200 bytes becomes its first ~120 bytes, then `%~`, then the 64 hex
+//!   digits of the SHA-256 of the whole key. `%~` never occurs in an escaped key (an escape is
+//!   always `%` and two upper-case hex digits), so a digested key never equals a short one; two
+//!   long keys collide only if their SHA-256 digests do.
 //!
 //! # Fence
 //!
@@ -93,6 +92,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
+use super::digest::sha256_hex;
 use super::{jitter, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
@@ -334,18 +334,10 @@ fn encode_key(key: &str) -> String {
             }
         }
         out.truncate(cut);
-        let _ = write!(out, "%~{:032x}", fnv1a_128(key.as_bytes()));
+        out.push_str("%~");
+        out.push_str(&sha256_hex(key.as_bytes()));
     }
     out
-}
-
-/// 128-bit FNV-1a.
-fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    bytes
-        .iter()
-        .fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
 }
 
 /// The sequence number of a lock node name `<token>-<digits>`.
