@@ -113,6 +113,34 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool>>;
 }
 
+/// The least time one request to a server is given, however short the caller's wait.
+#[allow(dead_code)] // used by the networked backends
+pub(crate) const MIN_ANSWER_TIME: Duration = Duration::from_millis(500);
+
+/// Runs one request of an acquire bounded by the caller's wait (but at least
+/// [`MIN_ANSWER_TIME`], so a one-attempt request still reaches a slow server): a server that
+/// stops answering fails the acquire within its wait, not after the client's own timeouts. A
+/// request cut short may still take effect on the server; the error makes the locker release
+/// the token.
+#[allow(dead_code)] // used by the networked backends
+pub(crate) async fn within_wait<T>(
+    backend: &'static str,
+    deadline: Option<Instant>,
+    request: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(left) = remaining(deadline) else {
+        return request.await;
+    };
+    let limit = left.max(MIN_ANSWER_TIME);
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result,
+        Err(_) => Err(crate::Error::backend(
+            backend,
+            format!("no answer within {limit:?} (the wait); is the server paused or overloaded?"),
+        )),
+    }
+}
+
 #[allow(dead_code)] // used by the networked backends
 /// Time left until `deadline` (`None`: no deadline), saturating at zero.
 pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {

@@ -107,7 +107,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOpti
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
-use super::{jitter, remaining, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
@@ -127,9 +127,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any one statement, so a server that stops answering is an error, not a hang.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The least time one look at a key is given, however short the caller's wait.
-const MIN_ANSWER_TIME: Duration = Duration::from_millis(500);
 
 /// Lock waits on the server, shorter than [`STATEMENT_TIMEOUT`] (see the pool's `after_connect`).
 const SESSION_LOCK_WAITS: &str = "SET SESSION innodb_lock_wait_timeout = 5, lock_wait_timeout = 5";
@@ -400,19 +397,12 @@ impl MysqlBackend {
         let mut free_in_a_row = 0u32;
         loop {
             let sent_at = Instant::now();
-            // Bounded by the caller's wait (at least MIN_ANSWER_TIME, so a one-attempt request
-            // still reaches a slow server). An INSERT cut short may still commit: the error makes
-            // the locker release this token.
-            let look = self.look(key, &name, token, ttl_us, try_insert);
-            let look = match remaining(deadline) {
-                None => look.await?,
-                Some(left) => {
-                    let limit = left.max(MIN_ANSWER_TIME);
-                    tokio::time::timeout(limit, look).await.map_err(|_| {
-                        backend_err(format!("no answer within {limit:?} (the wait)"))
-                    })??
-                }
-            };
+            let look = within_wait(
+                NAME,
+                deadline,
+                self.look(key, &name, token, ttl_us, try_insert),
+            )
+            .await?;
             let wait = match look {
                 Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
                 Look::Free if free_in_a_row < 3 => {

@@ -69,15 +69,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{Notify, OnceCell};
 
-use super::{jitter, remaining, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
 const NAME: &str = "redis";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The least time an acquire attempt is given, however short the wait.
-const MIN_ANSWER_TIME: Duration = Duration::from_millis(500);
 /// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
 const FALLBACK_MIN: Duration = Duration::from_millis(200);
 const FALLBACK_MAX: Duration = Duration::from_secs(5);
@@ -241,28 +239,6 @@ impl RedisBackend {
         u64::try_from(fence)
             .map(Some)
             .map_err(|_| backend_err("negative fence counter"))
-    }
-
-    /// [`attempt`](Self::attempt), bounded by the caller's wait (but given at least
-    /// [`MIN_ANSWER_TIME`], so a one-attempt request still reaches a slow server): a server that
-    /// stops answering makes the acquire fail within its wait, not after the response timeout.
-    async fn attempt_within(
-        &self,
-        keys: &RedisKeys,
-        token: &str,
-        ttl: Duration,
-        deadline: Option<Instant>,
-    ) -> Result<Option<u64>> {
-        let Some(left) = remaining(deadline) else {
-            return self.attempt(keys, token, ttl).await;
-        };
-        let limit = left.max(MIN_ANSWER_TIME);
-        match tokio::time::timeout(limit, self.attempt(keys, token, ttl)).await {
-            Ok(result) => result,
-            Err(_) => Err(backend_err(format!(
-                "no answer within {limit:?} (the wait); is the server paused or overloaded?"
-            ))),
-        }
     }
 
     /// The holder's remaining lease (`None`: no key, or a foreign key without expiry).
@@ -597,7 +573,9 @@ impl Backend for RedisBackend {
             // them, so a release hands the lock to the front waiter instead of racing it.
             if one_attempt || !self.notices.has_waiters(&keys.channel) {
                 let sent_at = Instant::now();
-                if let Some(fence) = self.attempt_within(&keys, token, ttl, deadline).await? {
+                if let Some(fence) =
+                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+                {
                     return Ok(Some(Grant::new(Some(fence), sent_at)));
                 }
                 if one_attempt {
@@ -632,7 +610,9 @@ impl Backend for RedisBackend {
                     // Consume a wake-up before attempting: the attempt answers it.
                     waiter.pending.store(false, Ordering::Release);
                     let sent_at = Instant::now();
-                    if let Some(fence) = self.attempt_within(&keys, token, ttl, deadline).await? {
+                    if let Some(fence) =
+                        within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+                    {
                         place.acquired = true;
                         return Ok(Some(Grant::new(Some(fence), sent_at)));
                     }
