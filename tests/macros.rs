@@ -19,8 +19,7 @@ fn fresh(name: &str) -> Locker {
 }
 
 /// Runs `f` on a plain thread outside any runtime, where a plain `fn`'s blocking lock works.
-/// (Not `spawn_blocking`: its threads are inside the runtime's context, so dlock's blocking API
-/// returns `Error::BlockingInAsync` there.)
+/// (`spawn_blocking` works too; tests/runtimes.rs covers it.)
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(f).join().unwrap())
 }

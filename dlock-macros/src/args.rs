@@ -146,7 +146,13 @@ fn parse_value(input: ParseStream, name: &Ident, example: &str) -> syn::Result<E
         ));
     }
     input.parse::<Token![=]>()?;
-    input.parse()
+    let mut value: Expr = input.parse()?;
+    // A value passed through a `macro_rules!` fragment (`$backend:literal`) arrives wrapped in
+    // an invisible group: look through it.
+    while let Expr::Group(group) = value {
+        value = *group.expr;
+    }
+    Ok(value)
 }
 
 /// Edit distance, for "did you mean".

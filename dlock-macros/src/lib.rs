@@ -144,8 +144,10 @@ mod key_template;
 /// ```
 ///
 /// ## Plain functions
-/// A plain `fn` takes the lock with the blocking API. Called from inside an async runtime it
-/// returns `Err(dlock::Error::BlockingInAsync.into())` instead of blocking a worker thread.
+/// A plain `fn` takes the lock with the blocking API, so it works from plain threads, from
+/// `tokio::task::spawn_blocking` and from a multi-thread runtime's tasks (through
+/// `block_in_place`); called from an async task of a current-thread runtime it returns
+/// `Err(dlock::Error::BlockingInAsync.into())` instead of blocking the runtime's only thread.
 /// ```
 /// # use dlock::distributed_lock;
 /// #[distributed_lock(key = "file:{path}", wait = "1s", backend = "memory")]

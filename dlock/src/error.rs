@@ -71,11 +71,13 @@ pub enum Error {
         source: BoxError,
     },
     /// A blocking call (`.blocking()`, `Locker::connect_blocking`, a lock on a plain `fn`) was made
-    /// from inside an async runtime, where it would block a worker thread.
+    /// from an async task of a current-thread runtime, where blocking its only thread could
+    /// deadlock. (From a `spawn_blocking` thread, a plain thread or a multi-thread runtime's task
+    /// blocking calls work.)
     #[error(
-        "blocking dlock call made inside an async runtime, where it would block a worker thread; \
-         use the async API (`.await`) there, or make the call from a plain thread \
-         (`std::thread::spawn`); tokio's `spawn_blocking` threads count as inside the runtime"
+        "blocking dlock call made from an async task of a current-thread runtime, where it would \
+         block the runtime's only thread; use the async API (`.await`) there, or run the call in \
+         `tokio::task::spawn_blocking(..)` or on a plain thread"
     )]
     BlockingInAsync,
 }

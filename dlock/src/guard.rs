@@ -178,13 +178,10 @@ impl LockGuard {
     /// [`release`](Self::release) for code without a runtime.
     ///
     /// # Errors
-    /// As [`release`](Self::release), plus [`Error::BlockingInAsync`] inside a runtime (the
-    /// guard is then released in the background).
+    /// As [`release`](Self::release), plus [`Error::BlockingInAsync`] where
+    /// [`LockRequest::blocking`](crate::LockRequest::blocking) refuses to block (the guard is
+    /// then released in the background).
     pub fn release_blocking(self) -> Result<()> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            drop(self);
-            return Err(Error::BlockingInAsync);
-        }
         runtime::block_on(self.release())?
     }
 }
@@ -197,7 +194,7 @@ impl Drop for LockGuard {
         live.lease.stop();
         let key = self.key.clone();
         let fence = self.fence;
-        runtime::spawn_detached(async move {
+        runtime::spawn_background(async move {
             let name = live.backend.name();
             match live.backend.release(&key, &live.token).await {
                 Ok(true) => {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::backend::{Backend, BoxFuture};
+use crate::runtime;
 
 /// How a lease is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +117,7 @@ impl Lease {
     /// task runs only where something must happen on time: watchdog renewals, or a backend
     /// that reports losses itself (`backend_lost`, whose locks also do not expire by themselves
     /// and so are given up at the deadline). A fixed lease elsewhere costs no task: the server
-    /// expires it, and `is_held`/`lost` read the deadline. Must be called inside a runtime.
+    /// expires it, and `is_held`/`lost` read the deadline.
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
         key: Arc<str>,
@@ -144,8 +145,10 @@ impl Lease {
                 moved,
                 backend_lost,
             };
-            tokio::spawn(run(task, sent_at)).abort_handle()
+            // On dlock's background runtime: renewals go on when the caller's runtime ends.
+            runtime::spawn_background(run(task, sent_at))
         });
+        let task = task.flatten();
         Lease { state, task }
     }
 

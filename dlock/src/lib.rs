@@ -47,6 +47,7 @@ mod locker;
 #[doc(hidden)]
 pub mod macro_support;
 mod registry;
+mod reopen;
 mod request;
 mod runtime;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::Backend;
+use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
@@ -57,53 +58,24 @@ impl Locker {
     /// [`Error::InvalidUrl`] for a malformed URL, an unknown scheme, or a scheme whose cargo
     /// feature is not enabled; [`Error::Backend`] when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Locker> {
-        let scheme = scheme_of(url)?;
-        match scheme.as_str() {
-            "memory" => Ok(Locker::memory()),
-            #[cfg(feature = "redis")]
-            "redis" | "rediss" => Ok(Locker::from_backend(
-                crate::backend::redis::RedisBackend::connect(url).await?,
-            )),
-            #[cfg(not(feature = "redis"))]
-            "redis" | "rediss" => Err(not_compiled(url, "redis")),
-            #[cfg(feature = "redlock")]
-            "redlock" => Ok(Locker::from_backend(
-                crate::backend::redlock::RedlockBackend::connect(url).await?,
-            )),
-            #[cfg(not(feature = "redlock"))]
-            "redlock" => Err(not_compiled(url, "redlock")),
-            #[cfg(feature = "mysql")]
-            "mysql" | "mariadb" => Ok(Locker::from_backend(
-                crate::backend::mysql::MysqlBackend::connect(url).await?,
-            )),
-            #[cfg(not(feature = "mysql"))]
-            "mysql" | "mariadb" => Err(not_compiled(url, "mysql")),
-            #[cfg(feature = "zookeeper")]
-            "zookeeper" | "zk" => Ok(Locker::from_backend(
-                crate::backend::zookeeper::ZookeeperBackend::connect(url).await?,
-            )),
-            #[cfg(not(feature = "zookeeper"))]
-            "zookeeper" | "zk" => Err(not_compiled(url, "zookeeper")),
-            "postgres" | "postgresql" => Err(Error::InvalidUrl {
-                url: mask_password(url),
-                reason: format!(
-                    "the PostgreSQL backend is planned but not available yet; accepted schemes: {SCHEMES}"
-                ),
-            }),
-            other => Err(Error::InvalidUrl {
-                url: mask_password(url),
-                reason: format!("unknown scheme `{other}`; accepted schemes: {SCHEMES}"),
-            }),
+        if scheme_of(url)? == "memory" {
+            return Ok(Locker::memory());
         }
+        Ok(Locker {
+            backend: Arc::new(Reopening::connect(url).await?),
+        })
     }
 
-    /// [`connect`](Self::connect) for code without a runtime (the connection is served by dlock's
-    /// background runtime thread).
+    /// [`connect`](Self::connect) for sync code (the connection is served by dlock's background
+    /// runtime thread); where it may be called is as for
+    /// [`LockRequest::blocking`](crate::LockRequest::blocking).
     ///
     /// # Errors
-    /// As [`connect`](Self::connect), plus [`Error::BlockingInAsync`] inside a runtime.
+    /// As [`connect`](Self::connect), plus [`Error::BlockingInAsync`] from a current-thread
+    /// runtime's async task.
     pub fn connect_blocking(url: &str) -> Result<Locker> {
-        runtime::block_on(Locker::connect(url))?
+        let url = url.to_owned();
+        runtime::block_on(async move { Locker::connect(&url).await })?
     }
 
     /// A new in-process lock space, independent of every other `Locker::memory()`. (The
@@ -144,6 +116,40 @@ impl Locker {
             Err(Error::Busy { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Opens the networked backend `url` names, on the current runtime (see [`crate::reopen`]).
+pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
+    let scheme = scheme_of(url)?;
+    match scheme.as_str() {
+        "memory" => Ok(Arc::new(MemoryBackend::new())),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Arc::new(crate::backend::redis::RedisBackend::connect(url).await?)),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" => Err(not_compiled(url, "redis")),
+        #[cfg(feature = "redlock")]
+        "redlock" => Ok(Arc::new(crate::backend::redlock::RedlockBackend::connect(url).await?)),
+        #[cfg(not(feature = "redlock"))]
+        "redlock" => Err(not_compiled(url, "redlock")),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(Arc::new(crate::backend::mysql::MysqlBackend::connect(url).await?)),
+        #[cfg(not(feature = "mysql"))]
+        "mysql" | "mariadb" => Err(not_compiled(url, "mysql")),
+        #[cfg(feature = "zookeeper")]
+        "zookeeper" | "zk" => Ok(Arc::new(crate::backend::zookeeper::ZookeeperBackend::connect(url).await?)),
+        #[cfg(not(feature = "zookeeper"))]
+        "zookeeper" | "zk" => Err(not_compiled(url, "zookeeper")),
+        "postgres" | "postgresql" => Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!(
+                "the PostgreSQL backend is planned but not available yet; accepted schemes: {SCHEMES}"
+            ),
+        }),
+        other => Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!("unknown scheme `{other}`; accepted schemes: {SCHEMES}"),
+        }),
     }
 }
 

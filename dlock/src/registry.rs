@@ -93,16 +93,17 @@ pub async fn lookup(name: &str) -> Result<Locker> {
     Ok(register_if_absent(name, locker))
 }
 
-/// [`lookup`] for code without a runtime.
+/// [`lookup`] for sync code (callable where [`LockRequest::blocking`](crate::LockRequest::blocking) is).
 ///
 /// # Errors
 /// As [`lookup`], plus [`Error::BlockingInAsync`] when a connection would have to be made from
-/// inside a runtime.
+/// an async task of a current-thread runtime.
 pub fn lookup_blocking(name: &str) -> Result<Locker> {
     if let Some(locker) = registered(name) {
         return Ok(locker);
     }
-    runtime::block_on(lookup(name))?
+    let name = name.to_owned();
+    runtime::block_on(async move { lookup(&name).await })?
 }
 
 #[cfg(test)]

@@ -80,10 +80,18 @@ impl LockRequest {
         }
     }
 
-    /// Acquires the lock, blocking the calling thread: for code without an async runtime.
+    /// Acquires the lock, blocking the calling thread: for sync code.
+    ///
+    /// | called from | does |
+    /// |---|---|
+    /// | a thread without a runtime | blocks; the request runs on dlock's background runtime |
+    /// | a `tokio::task::spawn_blocking` thread | the same |
+    /// | an async task of a multi-thread runtime | the same, inside [`tokio::task::block_in_place`] (the worker's other tasks move to another thread) |
+    /// | an async task of a current-thread runtime (`#[tokio::test]`, `flavor = "current_thread"`) | [`Error::BlockingInAsync`]: blocking the runtime's only thread could deadlock |
     ///
     /// # Errors
-    /// As awaiting the request, plus [`Error::BlockingInAsync`] when called inside a runtime.
+    /// As awaiting the request, plus [`Error::BlockingInAsync`] from a current-thread runtime's
+    /// async task.
     pub fn blocking(self) -> Result<LockGuard> {
         runtime::block_on(self.acquire())?
     }
@@ -198,7 +206,7 @@ impl Drop for ReleaseOnDrop {
             return;
         };
         let (key, token) = (self.key.clone(), self.token.clone());
-        runtime::spawn_detached(async move {
+        runtime::spawn_background(async move {
             if let Ok(true) = backend.release(&key, &token).await {
                 tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), "released a lock whose acquire was cancelled");
             }

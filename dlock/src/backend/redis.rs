@@ -540,11 +540,8 @@ impl Drop for QueuePlace<'_> {
         }
         // The last local waiter of this key left: unsubscribe in the background (a drop must
         // not wait for the server).
-        if let (Some(pubsub), Ok(handle)) = (
-            self.backend.pubsub.get(),
-            tokio::runtime::Handle::try_current(),
-        ) {
-            handle.spawn(unsubscribe_if_idle(
+        if let Some(pubsub) = self.backend.pubsub.get() {
+            crate::runtime::spawn_background(unsubscribe_if_idle(
                 pubsub.clone(),
                 Arc::downgrade(&self.backend.notices),
                 self.channel.to_vec(),

@@ -814,7 +814,7 @@ impl ZookeeperBackend {
                     if f.session_ended()
                         && !session.alive()
                         && retries < SESSION_RETRIES
-                        && !deadline.is_some_and(|d| d <= Instant::now()) =>
+                        && deadline.is_none_or(|d| d > Instant::now()) =>
                 {
                     // The node went (or will go) with the session: queue again in a new one.
                     tracing::debug!(target: "dlock", key, backend = NAME, error = %f, "session ended while acquiring; queueing again");
