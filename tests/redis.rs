@@ -392,3 +392,52 @@ async fn a_cancelled_release_still_releases() {
     let next = next.expect("freed in the background, long before the 30 s lease");
     next.release().await.unwrap();
 }
+
+/// A private server's raw connection.
+async fn raw_to(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("private redis-server")
+}
+
+#[tokio::test]
+async fn a_server_that_may_evict_lock_state_is_refused() {
+    let server = RedisServer::start();
+    let mut con = raw_to(&server).await;
+    let mut set = async |name: &str, value: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    };
+    set("maxmemory", "100mb").await;
+    for (policy, refused) in [
+        ("allkeys-lru", true),
+        ("volatile-ttl", true),
+        ("allkeys-random", true),
+        ("noeviction", false),
+    ] {
+        set("maxmemory-policy", policy).await;
+        match Locker::connect(&server.url()).await {
+            Err(Error::Backend { source, .. }) if refused => {
+                let message = source.to_string();
+                assert!(
+                    message.contains(policy) && message.contains("maxmemory-policy noeviction"),
+                    "{message}"
+                );
+            }
+            Ok(_) if !refused => {}
+            other => panic!("{policy}: refused={refused}, got {other:?}"),
+        }
+    }
+    // Without a memory limit nothing is evicted, whatever the policy.
+    set("maxmemory", "0").await;
+    set("maxmemory-policy", "allkeys-lru").await;
+    let locker = Locker::connect(&server.url()).await.unwrap();
+    locker.lock("k").await.unwrap().release().await.unwrap();
+}

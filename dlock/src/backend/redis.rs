@@ -59,6 +59,12 @@
 //! Commands go over one multiplexed, auto-reconnecting [`ConnectionManager`] with a 2 s connect
 //! timeout and a 3 s response timeout, so a dead server is an [`Error::Backend`] in bounded time.
 //! The pub/sub connection (RESP3, resubscribes after reconnecting) is opened on the first wait.
+//!
+//! # Eviction
+//! `connect` refuses a server with a `maxmemory` limit and any `maxmemory-policy` other than
+//! `noeviction`: under `volatile-*` Redis may evict a lock key (it has a TTL) before its lease
+//! ends, and under `allkeys-*` a fence counter, so fences would start again from 1. A server
+//! whose `CONFIG` is not readable is accepted with a warning.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,6 +203,7 @@ impl RedisBackend {
         .await
         .map_err(|_| backend_err(format!("connect to {} timed out", mask_password(url))))?
         .map_err(|e| backend_err(format!("cannot connect to {}: {e}", mask_password(url))))?;
+        refuse_evicting_server(&mut commands.clone(), url).await?;
         Ok(RedisBackend {
             client,
             commands,
@@ -286,6 +293,48 @@ impl RedisBackend {
         }
         Ok(())
     }
+}
+
+/// Refuses a server that may evict lock state: under `volatile-*` a lock key (it has a TTL) can
+/// be evicted before its lease ends, so a second holder gets in; under `allkeys-*` a fence
+/// counter (no TTL) can be evicted, so fences start again from 1. Without a `maxmemory` limit
+/// nothing is ever evicted, whatever the policy. A server that does not let us read its config
+/// (managed services often rename `CONFIG`) is accepted with a warning.
+async fn refuse_evicting_server(con: &mut ConnectionManager, url: &str) -> Result<()> {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory*")
+        .query_async(con)
+        .await;
+    let pairs = match reply {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            tracing::warn!(target: "dlock", backend = NAME, error = %e, "cannot read the server's maxmemory-policy; make sure it is `noeviction` (or maxmemory 0): an evicting policy can drop lock keys or fence counters");
+            return Ok(());
+        }
+    };
+    let setting = |name: &str| {
+        pairs
+            .chunks(2)
+            .find(|pair| pair[0].eq_ignore_ascii_case(name))
+            .and_then(|pair| pair.get(1).cloned())
+    };
+    let limit = setting("maxmemory").and_then(|v| v.parse::<u64>().ok());
+    let policy = setting("maxmemory-policy").unwrap_or_default();
+    if limit.is_some_and(|l| l > 0) && !policy.eq_ignore_ascii_case("noeviction") {
+        let what = if policy.starts_with("volatile") {
+            "lock keys before their lease ends (a second holder gets in)"
+        } else {
+            "fence counters (fences start again from 1) and lock keys"
+        };
+        return Err(backend_err(format!(
+            "the Redis server at {} has maxmemory-policy `{policy}` with a maxmemory limit, so it \
+             may evict {what}; set `maxmemory-policy noeviction` \
+             (CONFIG SET maxmemory-policy noeviction, and in redis.conf), or remove the limit",
+            mask_password(url)
+        )));
+    }
+    Ok(())
 }
 
 /// The pub/sub connection and the channels it listens on.
