@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -440,4 +441,87 @@ async fn a_server_that_may_evict_lock_state_is_refused() {
     set("maxmemory-policy", "allkeys-lru").await;
     let locker = Locker::connect(&server.url()).await.unwrap();
     locker.lock("k").await.unwrap().release().await.unwrap();
+}
+
+/// One hand-off on a fresh server, so its script is loaded: a later hand-off sent to a paused
+/// server then takes effect on SIGCONT (instead of failing with NOSCRIPT first).
+async fn warm_up_hand_off(locker: &Locker) {
+    let holder = locker.lock("warm-up").await.unwrap();
+    let waiter = tokio::spawn(locker.lock("warm-up").wait(5 * SECOND).into_future());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.release().await.unwrap();
+    waiter.await.unwrap().unwrap().release().await.unwrap();
+}
+
+/// Issue 17, item 2: a hand-off whose releaser never hears back (its `release()` cut off after
+/// the script was sent) must not leave the waiter retrying against its own token until `Busy`.
+/// The server is paused so the cut-off is certain: the script sits in the socket until SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_whose_releaser_was_cut_off_still_reaches_the_waiter() {
+    let server = RedisServer::start();
+    let locker = connect("private Redis", &server.url()).await;
+    warm_up_hand_off(&locker).await;
+    let holder = locker.lock("k").ttl(30 * SECOND).await.unwrap();
+    let waiter = {
+        let locker = locker.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let got = locker.lock("k").ttl(30 * SECOND).wait(8 * SECOND).await;
+            (got, started.elapsed())
+        })
+    };
+    // Let the waiter queue up and subscribe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.pause();
+    let cut = tokio::time::timeout(Duration::from_millis(100), holder.release()).await;
+    assert!(cut.is_err(), "the release was meant to be cut off");
+    server.resume();
+    let (got, waited) = waiter.await.unwrap();
+    let guard = got.unwrap_or_else(|e| panic!("the waiter never got the handed-over lock: {e}"));
+    assert!(waited < 6 * SECOND, "took {waited:?}");
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    assert!(locker.try_lock("k").await.unwrap().is_some());
+}
+
+/// Issue 17, item 4: a waiter's `.wait(300ms)` bounds its acquire also when the server stalls
+/// while the holder's release is handing the lock to it; and the hand-off it gave up on does not
+/// keep the key taken by nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_hand_off_does_not_stretch_the_wait_nor_strand_the_key() {
+    let server = RedisServer::start();
+    let locker = connect("private Redis", &server.url()).await;
+    warm_up_hand_off(&locker).await;
+    let holder = locker.lock("k").ttl(30 * SECOND).await.unwrap();
+    let waiter = {
+        let locker = locker.clone();
+        tokio::spawn(async move {
+            // Queue and subscribe first, then give the rest of the wait a deadline of ~300 ms
+            // after the pause below.
+            let started = Instant::now();
+            let got = locker
+                .lock("k")
+                .ttl(30 * SECOND)
+                .wait(Duration::from_millis(600))
+                .await;
+            (got.map(|g| g.fence()), started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.pause();
+    let release = tokio::spawn(holder.release());
+    let (got, waited) = waiter.await.unwrap();
+    // 600 ms of wait, plus at most one request's floor (500 ms) for the hand-off in flight;
+    // generous for a loaded machine, far below the client's 3 s response timeout it took before.
+    assert!(waited < Duration::from_millis(2000), "waited {waited:?}");
+    assert!(
+        got.is_err(),
+        "no lock could be handed over by a paused server"
+    );
+    server.resume();
+    let _ = release.await.unwrap();
+    // The hand-off lands on the server after SIGCONT; it must be undone, not left for 30 s.
+    let other = connect("private Redis", &server.url()).await;
+    let free = other.lock("k").ttl(30 * SECOND).wait(5 * SECOND).await;
+    assert!(free.is_ok(), "the key stayed taken: {free:?}");
 }

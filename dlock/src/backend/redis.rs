@@ -75,7 +75,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{Notify, OnceCell};
 
-use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant, MIN_ANSWER_TIME};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
@@ -220,15 +220,27 @@ impl RedisBackend {
         self.attempts.load(Ordering::Relaxed)
     }
 
-    /// One acquire attempt: the fence when won, `None` when busy.
-    async fn attempt(&self, keys: &RedisKeys, token: &str, ttl: Duration) -> Result<Option<u64>> {
+    /// One acquire attempt: the fence and when the lease started when won, `None` when busy.
+    ///
+    /// A queued waiter (`queued`) also reads the key in the same transaction: a release may
+    /// have handed it the lock already although the waiter never heard so (the releaser's
+    /// reply was lost, or its future dropped after the script was sent). The key then holds
+    /// the waiter's own token, and the attempt counts as won: its lease is set afresh by a
+    /// token-checked `PEXPIRE`, so the client's deadline never outlasts the server's.
+    async fn attempt(
+        &self,
+        keys: &RedisKeys,
+        token: &str,
+        ttl: Duration,
+        queued: bool,
+    ) -> Result<Option<(u64, Instant)>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut con = self.commands.clone();
         // One round trip, one transaction (cheaper for the server than a Lua script). INCR runs
         // on every attempt: the fence only has to grow. MULTI keeps a winning SET and its INCR
         // together, so no other holder can come between them (see the module docs).
-        let (set, fence): (Option<String>, i64) = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("SET")
             .arg(&keys.lock)
             .arg(token)
@@ -236,16 +248,66 @@ impl RedisBackend {
             .arg("PX")
             .arg(ttl_ms(ttl))
             .cmd("INCR")
-            .arg(&keys.fence)
-            .query_async(&mut con)
-            .await
-            .map_err(backend_err)?;
-        if set.is_none() {
+            .arg(&keys.fence);
+        let sent_at = Instant::now();
+        let (set, fence, holder): (Option<String>, i64, Option<String>) = if queued {
+            pipe.cmd("GET").arg(&keys.lock);
+            pipe.query_async(&mut con).await.map_err(backend_err)?
+        } else {
+            let (set, fence): (Option<String>, i64) =
+                pipe.query_async(&mut con).await.map_err(backend_err)?;
+            (set, fence, None)
+        };
+        let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence counter"))?;
+        if set.is_some() {
+            return Ok(Some((fence, sent_at)));
+        }
+        if holder.as_deref() != Some(token) {
             return Ok(None);
         }
-        u64::try_from(fence)
-            .map(Some)
-            .map_err(|_| backend_err("negative fence counter"))
+        // Handed to us unannounced: the INCR above is newer than the hand-off's fence, and
+        // nobody else held the key in between, so it is a valid (higher) fence for this lease.
+        let sent_at = Instant::now();
+        let extended: i64 = EXTEND
+            .key(&keys.lock)
+            .arg(token)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        Ok((extended == 1).then_some((fence, sent_at)))
+    }
+
+    /// Gives up on a hand-off still in flight when the wait has run out: the releaser will undo
+    /// it when its answer comes, and a release of our own token queued behind the hand-off (same
+    /// connection, so the server runs it after) undoes it if the releaser never hears back.
+    /// `false` when the hand-off settled meanwhile.
+    fn abandon_claimed(&self, keys: &RedisKeys, waiter: &Waiter) -> bool {
+        {
+            let mut state = waiter.handoff();
+            if !matches!(*state, Handoff::Claimed) {
+                return false;
+            }
+            *state = Handoff::Abandoned;
+        }
+        let (mut con, lock, channel, token) = (
+            self.commands.clone(),
+            keys.lock.clone(),
+            keys.channel.clone(),
+            waiter.token.clone(),
+        );
+        crate::runtime::spawn_background(async move {
+            let undo: redis::RedisResult<i64> = RELEASE
+                .key(&lock)
+                .arg(&token)
+                .arg(&channel)
+                .invoke_async(&mut con)
+                .await;
+            if let Err(e) = undo {
+                tracing::debug!(target: "dlock", backend = NAME, error = %e, "undoing an abandoned hand-off failed; its lease will run out");
+            }
+        });
+        true
     }
 
     /// The holder's remaining lease (`None`: no key, or a foreign key without expiry).
@@ -618,9 +680,8 @@ impl Backend for RedisBackend {
             // Barge only when no local waiter is queued for this key: otherwise queue behind
             // them, so a release hands the lock to the front waiter instead of racing it.
             if one_attempt || !self.notices.has_waiters(&keys.channel) {
-                let sent_at = Instant::now();
-                if let Some(fence) =
-                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+                if let Some((fence, sent_at)) =
+                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl, false)).await?
                 {
                     return Ok(Some(Grant::new(Some(fence), sent_at)));
                 }
@@ -637,7 +698,7 @@ impl Backend for RedisBackend {
                 waiter: waiter.clone(),
                 acquired: false,
             };
-            self.ensure_subscribed(&keys.channel).await?;
+            within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await?;
             let mut fallback = FALLBACK_MIN;
             loop {
                 // A holder of this Locker may have handed the lock straight to us.
@@ -655,9 +716,8 @@ impl Backend for RedisBackend {
                 if should_attempt {
                     // Consume a wake-up before attempting: the attempt answers it.
                     waiter.pending.store(false, Ordering::Release);
-                    let sent_at = Instant::now();
-                    if let Some(fence) =
-                        within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+                    if let Some((fence, sent_at)) =
+                        within_wait(NAME, deadline, self.attempt(&keys, token, ttl, true)).await?
                     {
                         place.acquired = true;
                         return Ok(Some(Grant::new(Some(fence), sent_at)));
@@ -665,7 +725,7 @@ impl Backend for RedisBackend {
                     // The front waiter bounds its fallback by the holder's remaining lease
                     // (asked only here, off the uncontended path).
                     if self.notices.is_front(&keys.channel, &waiter) {
-                        holder_pttl = self.holder_pttl(&keys).await?;
+                        holder_pttl = within_wait(NAME, deadline, self.holder_pttl(&keys)).await?;
                     }
                 }
                 let left = remaining(deadline);
@@ -683,9 +743,14 @@ impl Backend for RedisBackend {
                     if !in_flight {
                         return Ok(None);
                     }
-                    // A hand-off is in flight or done: take its outcome, even this late.
+                    // A hand-off is in flight or done: take its outcome, even this late, but
+                    // wait for it no longer than one request may take.
                     if matches!(*waiter.handoff(), Handoff::Claimed) {
-                        waiter.notify.notified().await;
+                        let settled =
+                            tokio::time::timeout(MIN_ANSWER_TIME, waiter.notify.notified()).await;
+                        if settled.is_err() && self.abandon_claimed(&keys, &waiter) {
+                            return Ok(None);
+                        }
                     }
                     continue;
                 }
