@@ -525,3 +525,39 @@ async fn a_stalled_hand_off_does_not_stretch_the_wait_nor_strand_the_key() {
     let free = other.lock("k").ttl(30 * SECOND).wait(5 * SECOND).await;
     assert!(free.is_ok(), "the key stayed taken: {free:?}");
 }
+
+/// Issue 17, item 1: an `extend` racing a watchdog renewal. The renewal's long PEXPIRE reaches
+/// the server first, the user's short one second; the test hook delays the renewal's recording
+/// on the client by 100 ms, so without serialization the client records the short deadline and
+/// then the long one, and believes it holds the lock after the server let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_racing_a_renewal_never_outlives_the_servers_lease() {
+    let key = unique("extend-race");
+    dlock::test_hooks::delay_renewal_record(&key, Duration::from_millis(100));
+    let locker = locker().await;
+    let guard = locker
+        .lock(key.as_str())
+        .ttl(Duration::from_millis(900))
+        .watchdog(true)
+        .await
+        .unwrap();
+    // The first renewal (at ~300 ms) has been applied by the server; its recording waits.
+    tokio::time::timeout(5 * SECOND, dlock::test_hooks::renewal_replied())
+        .await
+        .expect("a renewal within 5 s");
+    guard.extend(Duration::from_millis(150)).await.unwrap();
+    let mut con = raw().await;
+    let lock_key = format!("dlock:{{{key}}}");
+    let until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < until {
+        // Server first, then client: a lock the server had let go must not be held here after.
+        let on_server: Option<String> = con.get(&lock_key).await.unwrap();
+        let held = guard.is_held();
+        assert!(
+            on_server.is_some() || !held,
+            "the client believes it holds a lock the server has let go (two holders possible)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(guard);
+}

@@ -133,6 +133,8 @@ impl LockGuard {
         if !live.lease.state.is_held() {
             return Err(lost());
         }
+        // No renewal may be in flight meanwhile (see `LeaseState::change`).
+        let _changing = live.lease.state.change().await;
         let sent_at = Instant::now();
         if live.backend.extend(&self.key, &live.token, ttl).await? {
             live.lease.state.extended(sent_at, ttl);

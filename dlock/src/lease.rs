@@ -42,9 +42,18 @@ pub(crate) struct LeaseState {
     deadline: watch::Sender<Instant>,
     key: Arc<str>,
     backend: &'static str,
+    /// Held across a lease change on the server *and* its recording here (a renewal, an
+    /// `extend`): two changes in flight could reach the server in one order and be recorded in
+    /// the other, leaving the client believing a longer lease than the server keeps.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl LeaseState {
+    /// Serializes lease changes (see `changing`).
+    pub(crate) async fn change(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
+    }
+
     /// Held: not marked lost and the deadline not passed. A fixed lease with no timer task is
     /// found lost here, lazily.
     pub(crate) fn is_held(&self) -> bool {
@@ -131,6 +140,7 @@ impl Lease {
             deadline: watch::channel(lease_end(sent_at, spec.ttl)).0,
             key: key.clone(),
             backend: backend.name(),
+            changing: tokio::sync::Mutex::new(()),
         });
         let task = (spec.watchdog || backend_lost.is_some()).then(|| {
             // Subscribed here, not in the task: an `extend` made before the task first runs
@@ -232,10 +242,15 @@ async fn run(task: LeaseTask, sent_at: Instant) {
         if !spec.watchdog || now < next_renewal {
             continue;
         }
+        let changing = state.change().await;
+        let now = Instant::now();
         let left = state.deadline().saturating_duration_since(now);
         match tokio::time::timeout(left, backend.extend(&key, &token, spec.ttl)).await {
             Ok(Ok(true)) => {
+                #[cfg(feature = "test-hooks")]
+                crate::test_hooks::before_renewal_recorded(&key).await;
                 state.set_deadline(now, spec.ttl);
+                drop(changing);
                 next_renewal = now + renew_every;
                 tracing::trace!(target: "dlock", key = &*key, backend = name, "lock lease renewed");
             }

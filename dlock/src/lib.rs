@@ -50,6 +50,9 @@ mod registry;
 mod reopen;
 mod request;
 mod runtime;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks;
 
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
