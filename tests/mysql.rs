@@ -398,3 +398,57 @@ async fn a_table_that_would_break_locks_quietly_is_refused() {
         assert!(msg.contains(part), "{part} missing from: {msg}");
     }
 }
+
+/// Issue 17, item 5: an acquire cut off while its INSERT waits on a row lock on the server. The
+/// INSERT commits once the lock is granted, after the locker's undo DELETE (on another pooled
+/// connection, not blocked by that lock) found nothing: a row nobody owns until `expire_at`.
+/// A gap lock held by a raw transaction makes the INSERT wait, deterministically. A table of its
+/// own keeps the gap lock away from other tests' inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_cut_off_while_waiting_leaves_no_row_behind() {
+    let table = "dlock_cutoff_test";
+    let url = format!("{}?table={table}", support::mysql_url());
+    let locker = support::connect("MariaDB/MySQL", &url).await;
+    let key = support::unique("cutoff");
+    let db = db().await;
+    let mut blocker = db.begin().await.unwrap();
+    // No such row: a locking read on the unique index takes the gap, which blocks inserts of it.
+    let _: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM {table} WHERE lock_name = ? FOR UPDATE"
+    )))
+    .bind(&key)
+    .fetch_optional(&mut *blocker)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let cut = locker
+        .lock(key.as_str())
+        .ttl(60 * SECOND)
+        .wait(Duration::from_millis(300))
+        .await;
+    assert!(cut.is_err(), "the INSERT was meant to wait on the gap lock");
+    assert!(started.elapsed() < 3 * SECOND, "{:?}", started.elapsed());
+    // Let the locker's undo run first, then let the INSERT through.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.rollback().await.unwrap();
+    let until = Instant::now() + 5 * SECOND;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE lock_name = ?"
+        )))
+        .bind(&key)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if rows == 0 && Instant::now() > started + 2 * SECOND {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "a row nobody owns is left (it would block the key for 60 s)"
+        );
+    }
+    let next = locker.try_lock(key.as_str()).await.unwrap();
+    assert!(next.is_some(), "the key is free");
+}

@@ -97,6 +97,11 @@
 //! (that would be a round trip per lock) and a 5 s acquire timeout, so a dead server is an error,
 //! not a hang; every statement is bounded by 10 s the same way. `connect` opens one connection
 //! directly first: a refused or unreachable server fails `connect` at once with its cause.
+//!
+//! The acquire `INSERT` runs in a task that keeps its connection until the server answers: an
+//! acquire cut off while its `INSERT` waits on a row lock (its wait ran out, its future was
+//! dropped) has the row deleted on that same connection once the `INSERT` commits, so no row
+//! outlives an acquire that gave up.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -128,6 +133,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any one statement, so a server that stops answering is an error, not a hang.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the task running an acquire `INSERT` waits for its outcome (the acquirer itself
+/// waits at most [`STATEMENT_TIMEOUT`]).
+const INSERT_OUTCOME_WAIT: Duration = Duration::from_secs(60);
 /// Lock waits on the server, shorter than [`STATEMENT_TIMEOUT`] (see the pool's `after_connect`).
 const SESSION_LOCK_WAITS: &str = "SET SESSION innodb_lock_wait_timeout = 5, lock_wait_timeout = 5";
 /// Retries of a release or extend that met a deadlock or lock-wait timeout.
@@ -333,6 +341,69 @@ impl MysqlBackend {
         &self.table
     }
 
+    /// The acquire `INSERT`, run by a task of its own that keeps its connection until the
+    /// server has answered: when the acquire is cut off meanwhile (its wait ran out, its future
+    /// was dropped), an `INSERT` that still commits (it was waiting on a row lock) is deleted on
+    /// that same connection, after it. An undo on another connection could run before it and
+    /// find nothing, leaving a row nobody owns until `expire_at`.
+    async fn insert(
+        &self,
+        name: &str,
+        token: &str,
+        ttl_us: i64,
+    ) -> std::result::Result<u64, Failure> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (pool, insert, undo) = (
+            self.pool.clone(),
+            self.sql.insert.clone(),
+            self.sql.release.clone(),
+        );
+        let (name, token) = (name.to_owned(), token.to_owned());
+        tokio::spawn(async move {
+            let mut conn = match bounded(pool.acquire()).await {
+                Ok(conn) => conn,
+                Err(f) => {
+                    let _ = tx.send(Err(f));
+                    return;
+                }
+            };
+            // A long bound only: the server gives up lock waits after 5 s itself, and the
+            // outcome must be known before the connection is let go.
+            let execute = query(&insert)
+                .bind(&name)
+                .bind(&token)
+                .bind(ttl_us)
+                .execute(&mut *conn);
+            let outcome = match tokio::time::timeout(INSERT_OUTCOME_WAIT, execute).await {
+                Ok(done) => done.map(|d| d.last_insert_id()).map_err(Failure::classify),
+                Err(_) => Err(Failure::Fatal(backend_err(format!(
+                    "the server did not answer the INSERT within {INSERT_OUTCOME_WAIT:?}"
+                )))),
+            };
+            let won = outcome.is_ok();
+            if tx.send(outcome).is_err() && won {
+                let undone = query(&undo).bind(&name).bind(&token).execute(&mut *conn);
+                match bounded(undone).await {
+                    Ok(_) => {
+                        tracing::debug!(target: "dlock", backend = NAME, key = %name, "undid the INSERT of an acquire cut off while it waited")
+                    }
+                    Err(f) => {
+                        tracing::warn!(target: "dlock", backend = NAME, key = %name, error = %f.into_error(), "could not undo the INSERT of a cut-off acquire; its row expires with its lease")
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(STATEMENT_TIMEOUT, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Failure::Fatal(backend_err(
+                "the INSERT task ended without an answer",
+            ))),
+            Err(_) => Err(Failure::Fatal(backend_err(format!(
+                "the server did not answer within {STATEMENT_TIMEOUT:?}"
+            )))),
+        }
+    }
+
     /// One look at the key: the `INSERT` if `try_insert`, else the busy probe; an expired holder
     /// is deleted on the way.
     async fn look(
@@ -344,13 +415,8 @@ impl MysqlBackend {
         try_insert: bool,
     ) -> Result<Look> {
         if try_insert {
-            let insert = query(&self.sql.insert)
-                .bind(name)
-                .bind(token)
-                .bind(ttl_us)
-                .execute(&self.pool);
-            match bounded(insert).await {
-                Ok(done) => return Ok(Look::Won(done.last_insert_id())),
+            match self.insert(name, token, ttl_us).await {
+                Ok(fence) => return Ok(Look::Won(fence)),
                 Err(Failure::Duplicate) => {}
                 Err(Failure::Retry(_)) => return Ok(Look::Retry),
                 Err(Failure::Fatal(e)) => return Err(e),
