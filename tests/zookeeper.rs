@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::future::IntoFuture;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -692,4 +693,40 @@ async fn bad_urls_fail_clearly_and_a_closed_port_fails_fast() {
         .release()
         .await
         .expect("release");
+}
+
+/// Issue 17, item 6: a create retried after a lost reply can leave a ghost node of the token.
+/// When the acquire is dropped before its queue loop removes the ghost, the cancellation must
+/// remove it too; otherwise it holds the key for as long as the session lives. The test hooks
+/// make the ghost (first create's reply "lost") and pause the acquire right after its create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_acquire_leaves_no_ghost_node_behind() {
+    let url = zookeeper_url();
+    let a = support::connect("ZooKeeper", &url).await;
+    let b = support::connect("ZooKeeper", &url).await;
+    let key = unique("ghost");
+    // Make the key's queue directory first, so the ghost create succeeds.
+    a.lock(key.as_str()).await.unwrap().release().await.unwrap();
+    dlock::test_hooks::zk_ghost_create(&key);
+    dlock::test_hooks::zk_pause_after_create(&key, Duration::from_secs(2));
+    let cut = tokio::time::timeout(
+        Duration::from_millis(500),
+        a.lock(key.as_str())
+            .ttl(Duration::from_secs(30))
+            .into_future(),
+    )
+    .await;
+    assert!(
+        cut.is_err(),
+        "the acquire was meant to be cut off after its create"
+    );
+    dlock::test_hooks::zk_pause_after_create(&key, Duration::ZERO);
+    // The cancellation releases in the background; then another Locker must get the key.
+    let next = b
+        .lock(key.as_str())
+        .ttl(Duration::from_secs(30))
+        .wait(Duration::from_secs(5))
+        .await
+        .expect("a ghost node of the cancelled acquire holds the key");
+    next.release().await.unwrap();
 }

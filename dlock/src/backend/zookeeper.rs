@@ -434,6 +434,9 @@ struct Node {
     dir: String,
     path: String,
     session: Arc<Session>,
+    /// Its create was retried after a lost reply: another node of the token (a "ghost" of the
+    /// first try) may exist, so a release removes every node of the token.
+    ghost_possible: bool,
 }
 
 struct Inner {
@@ -636,24 +639,37 @@ impl ZookeeperBackend {
         }
     }
 
-    /// Creates this token's lock node under `dir`; returns its name, its czxid and when the
-    /// create that made it was sent.
+    /// Creates this token's lock node under `dir`; returns its name, its czxid, when the
+    /// create that made it was sent, and whether a create was retried after a lost reply (a
+    /// ghost node of the token may exist).
     async fn create_node(
         &self,
         session: &Session,
         dir: &str,
         token: &str,
-    ) -> Result<(String, i64, Instant), Fail> {
+    ) -> Result<(String, i64, Instant, bool), Fail> {
         let prefix = format!("{dir}/{token}-");
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
+        let mut retried = false;
         loop {
             attempt += 1;
             let sent_at = Instant::now();
+            #[cfg(feature = "test-hooks")]
+            if attempt == 1 && crate::test_hooks::take_ghost_create(dir) {
+                // The first create happens but its reply is "lost", and the listing that would
+                // find it is skipped (as on a lagging server): a ghost node of the token.
+                let _ = session.client.create(&prefix, &[], &LOCK_NODE).await;
+                retried = true;
+                continue;
+            }
             match session.client.create(&prefix, &[], &LOCK_NODE).await {
-                Ok((stat, seq)) => return Ok((format!("{token}-{seq}"), stat.czxid, sent_at)),
+                Ok((stat, seq)) => {
+                    return Ok((format!("{token}-{seq}"), stat.czxid, sent_at, retried))
+                }
                 Err(zk::Error::NoNode) if attempt < 10 => self.make_dir(session, dir).await?,
                 Err(zk::Error::ConnectionLoss) if session.alive() && attempt < 10 => {
+                    retried = true;
                     // The create may have happened: look for our node before trying again.
                     tokio::time::sleep(jitter(delay, delay * 2)).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
@@ -668,7 +684,7 @@ impl ZookeeperBackend {
                             .await
                             .map_err(Fail::op("stat lock node", &path))?;
                         if let Some(stat) = stat {
-                            return Ok((name, stat.czxid, sent_at));
+                            return Ok((name, stat.czxid, sent_at, retried));
                         }
                     }
                 }
@@ -709,7 +725,8 @@ impl ZookeeperBackend {
         token: &str,
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>, Fail> {
-        let (name, czxid, created_at) = self.create_node(session, dir, token).await?;
+        let (name, czxid, created_at, ghost_possible) =
+            self.create_node(session, dir, token).await?;
         let path = format!("{dir}/{name}");
         self.nodes().insert(
             token.to_owned(),
@@ -717,8 +734,11 @@ impl ZookeeperBackend {
                 dir: dir.to_owned(),
                 path: path.clone(),
                 session: session.clone(),
+                ghost_possible,
             },
         );
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::after_create(dir).await;
         let mut first = true;
         loop {
             let checked_at = Instant::now();
@@ -837,24 +857,34 @@ impl ZookeeperBackend {
                 // presumed dead may not be, and any session may delete it.
                 self.session().await?
             };
-            return Self::delete(&session, &node.path).await;
+            let deleted = Self::delete(&session, &node.path).await?;
+            if node.ghost_possible {
+                Self::delete_all_of(&session, &dir, token).await?;
+            }
+            return Ok(deleted);
         }
         // Not (or no longer) known here: the acquire of this token may have been cancelled after
         // sending its create. Requests of one session are processed in order, so the listing
-        // sees that node.
+        // sees that node (and any ghost of a retried create).
         let session = self.session().await?;
-        let children = match Self::retry(&session, || session.client.list_children(&dir)).await {
+        Self::delete_all_of(&session, &dir, token).await
+    }
+
+    /// Deletes every node of `token` under `dir`; `true` when there was one.
+    async fn delete_all_of(session: &Session, dir: &str, token: &str) -> Result<bool, Fail> {
+        let children = match Self::retry(session, || session.client.list_children(dir)).await {
             Ok(c) => c,
             Err(zk::Error::NoNode) => return Ok(false),
-            Err(e) => return Err(Fail::op("list lock queue", &dir)(e)),
+            Err(e) => return Err(Fail::op("list lock queue", dir)(e)),
         };
-        let mine = children
+        let mut deleted = false;
+        for name in children
             .iter()
-            .find(|c| c.strip_prefix(token).is_some_and(|r| r.starts_with('-')));
-        match mine {
-            Some(name) => Self::delete(&session, &format!("{dir}/{name}")).await,
-            None => Ok(false),
+            .filter(|c| c.strip_prefix(token).is_some_and(|r| r.starts_with('-')))
+        {
+            deleted |= Self::delete(session, &format!("{dir}/{name}")).await?;
         }
+        Ok(deleted)
     }
 
     async fn extend_inner(&self, key: &str, token: &str) -> Result<bool, Fail> {
