@@ -561,3 +561,182 @@ async fn an_extend_racing_a_renewal_never_outlives_the_servers_lease() {
     }
     drop(guard);
 }
+
+/// Subscribers of `channel` on the server.
+async fn subscribers(con: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {
+    let reply: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(con)
+        .await
+        .unwrap();
+    reply.1
+}
+
+/// Issue 17, item 3: the pub/sub connection is killed while a waiter listens; it must come back
+/// and subscribe its channels again, so the next release wakes the waiter by notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_notice_connection_comes_back_with_its_subscriptions() {
+    let server = RedisServer::start();
+    let a = connect("private Redis", &server.url()).await;
+    let b = connect("private Redis", &server.url()).await;
+    let mut con = raw_to(&server).await;
+    let channel = "dlock:{k}:released";
+    let holder = b.lock("k").ttl(60 * SECOND).await.unwrap();
+    let waiter = tokio::spawn(a.lock("k").ttl(60 * SECOND).wait(30 * SECOND).into_future());
+    let until = Instant::now() + 5 * SECOND;
+    while subscribers(&mut con, channel).await == 0 {
+        assert!(Instant::now() < until, "the waiter never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for round in 0..2 {
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let until = Instant::now() + 5 * SECOND;
+        while subscribers(&mut con, channel).await == 0 {
+            assert!(
+                Instant::now() < until,
+                "round {round}: the notice connection did not come back subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Let the waiter's fallback back off (it retried on the disconnection), then release: the
+    // notice, not a fallback retry, must bring the lock over promptly.
+    tokio::time::sleep(3 * SECOND).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let guard = waiter.await.unwrap().unwrap();
+    assert!(
+        released.elapsed() < Duration::from_millis(700),
+        "woken {:?} after the release: by a fallback, not the notice",
+        released.elapsed()
+    );
+    guard.release().await.unwrap();
+}
+
+/// Issue 17, item 3: after the server restarts (down long enough for the client's reconnect
+/// attempts to give up), a new waiter must subscribe again and be woken by the notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_waiters_are_woken_by_notices_again() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = connect("private Redis", &url).await;
+    let b = connect("private Redis", &url).await;
+    // A wait on `k1`, so the notice connection exists and listens.
+    let holder = b.lock("k1").ttl(60 * SECOND).await.unwrap();
+    let waiter = tokio::spawn(
+        a.lock("k1")
+            .ttl(60 * SECOND)
+            .wait(60 * SECOND)
+            .into_future(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let port = server.kill();
+    tokio::time::sleep(3 * SECOND).await;
+    let server = RedisServer::start_on(port);
+    drop(holder);
+    let _ = waiter.await.unwrap(); // its server went away: an error or, later, the lock
+    let mut con = raw_to(&server).await;
+    // The command connections reconnect on their next use (which may fail once): use them.
+    for locker in [&a, &b] {
+        let until = Instant::now() + 5 * SECOND;
+        while locker.try_lock("warm-up").await.is_err() {
+            assert!(
+                Instant::now() < until,
+                "the command connection did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let holder = b
+        .lock("k2")
+        .ttl(60 * SECOND)
+        .wait(5 * SECOND)
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(
+        a.lock("k2")
+            .ttl(60 * SECOND)
+            .wait(30 * SECOND)
+            .into_future(),
+    );
+    let until = Instant::now() + 5 * SECOND;
+    while subscribers(&mut con, "dlock:{k2}:released").await == 0 {
+        assert!(
+            Instant::now() < until,
+            "the waiter never subscribed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(3 * SECOND).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let guard = waiter
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the waiter failed after the restart: {e}"));
+    assert!(
+        released.elapsed() < Duration::from_millis(700),
+        "woken {:?} after the release: by a fallback, not the notice",
+        released.elapsed()
+    );
+    guard.release().await.unwrap();
+}
+
+/// Issue 17, item 3: the notice connection goes half-open (the network drops everything, no
+/// reset): nothing arrives and nothing fails. It must be noticed and replaced, so the next
+/// release still wakes the waiter by notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_notice_connection_is_noticed_and_replaced() {
+    let server = RedisServer::start();
+    let proxy = support::FreezingProxy::start(server.port);
+    let a = connect(
+        "private Redis",
+        &format!("redis://127.0.0.1:{}", proxy.port),
+    )
+    .await;
+    let b = connect("private Redis", &server.url()).await;
+    let mut con = raw_to(&server).await;
+    let channel = "dlock:{k}:released";
+    let holder = b.lock("k").ttl(60 * SECOND).await.unwrap();
+    let waiter = tokio::spawn(a.lock("k").ttl(60 * SECOND).wait(30 * SECOND).into_future());
+    let until = Instant::now() + 5 * SECOND;
+    while subscribers(&mut con, channel).await == 0 {
+        assert!(Instant::now() < until, "the waiter never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Connection 0 carries `a`'s commands, connection 1 its notices.
+    assert_eq!(proxy.accepted(), 2);
+    proxy.freeze(1);
+    // A third connection is the replacement (the frozen one is closed, and the server then
+    // drops its subscription); it must listen on the channel.
+    let until = Instant::now() + 8 * SECOND;
+    while proxy.accepted() < 3 {
+        assert!(
+            Instant::now() < until,
+            "the half-open notice connection was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let until = Instant::now() + 5 * SECOND;
+    while subscribers(&mut con, channel).await != 1 {
+        assert!(Instant::now() < until, "the replacement does not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(3 * SECOND).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let guard = waiter.await.unwrap().unwrap();
+    assert!(
+        released.elapsed() < Duration::from_millis(700),
+        "woken {:?} after the release: by a fallback, not the notice",
+        released.elapsed()
+    );
+    guard.release().await.unwrap();
+}

@@ -223,3 +223,75 @@ pub async fn contend(lockers: &[dlock::Locker], key: &str, tasks: usize, rounds:
     );
     fences
 }
+
+/// A TCP proxy (std threads) whose connections can be frozen one by one: a frozen connection
+/// swallows everything in both directions and stays open, as a half-open socket after a silent
+/// network failure does.
+pub struct FreezingProxy {
+    pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    frozen: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl FreezingProxy {
+    pub fn start(target_port: u16) -> FreezingProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let frozen = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let (accepted2, frozen2) = (accepted.clone(), frozen.clone());
+        std::thread::spawn(move || {
+            for down in listener.incoming() {
+                let Ok(down) = down else { continue };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                let index = accepted2.fetch_add(1, Ordering::SeqCst);
+                for (mut from, mut to) in [
+                    (
+                        down.try_clone().expect("clone"),
+                        up.try_clone().expect("clone"),
+                    ),
+                    (up, down),
+                ] {
+                    let frozen = frozen2.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if frozen.lock().unwrap().contains(&index) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        FreezingProxy {
+            port,
+            accepted,
+            frozen,
+        }
+    }
+
+    /// Connections accepted so far (numbered from 0 in accept order).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connection `index` swallows all traffic from now on.
+    pub fn freeze(&self, index: usize) {
+        self.frozen.lock().unwrap().push(index);
+    }
+}

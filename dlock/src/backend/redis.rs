@@ -59,6 +59,11 @@
 //! Commands go over one multiplexed, auto-reconnecting [`ConnectionManager`] with a 2 s connect
 //! timeout and a 3 s response timeout, so a dead server is an [`Error::Backend`] in bounded time.
 //! The pub/sub connection (RESP3, resubscribes after reconnecting) is opened on the first wait.
+//! While waiters listen on it, it is checked with a `PING` every second; one that does not
+//! answer within a second (a half-open socket, or a server that came back after the client's
+//! own reconnects gave up) is replaced, every queued channel is subscribed again and the front
+//! waiters retry. A queued waiter makes sure its channel is subscribed before each attempt, so
+//! after a disconnection it listens again before it looks at the key.
 //!
 //! # Eviction
 //! `connect` refuses a server with a `maxmemory` limit and any `maxmemory-policy` other than
@@ -168,7 +173,7 @@ pub struct RedisBackend {
     commands: ConnectionManager,
     notices: Arc<Notices>,
     /// The pub/sub connection, opened on the first wait.
-    pubsub: OnceCell<Arc<tokio::sync::Mutex<PubSub>>>,
+    pubsub: OnceCell<Arc<NoticeConnection>>,
     attempts: AtomicU64,
 }
 
@@ -322,8 +327,10 @@ impl RedisBackend {
     }
 
     /// Makes sure the pub/sub connection listens on `channel` (for a waiter already queued).
+    /// Called before every attempt of a queued waiter: after a disconnection it subscribes
+    /// again before the attempt, so a release between the two is not missed.
     async fn ensure_subscribed(&self, channel: &[u8]) -> Result<()> {
-        let pubsub = self
+        let notices = self
             .pubsub
             .get_or_try_init(|| async {
                 let info = self.client.get_connection_info().clone();
@@ -333,27 +340,109 @@ impl RedisBackend {
                     .set_protocol(redis::ProtocolVersion::RESP3);
                 let client =
                     redis::Client::open(info.set_redis_settings(settings)).map_err(backend_err)?;
-                let notices = Arc::downgrade(&self.notices);
-                let config = manager_config()
-                    .set_automatic_resubscription()
-                    .set_push_sender(move |push: PushInfo| on_push(&notices, push));
-                let con = ConnectionManager::new_with_config(client, config)
-                    .await
-                    .map_err(backend_err)?;
-                Ok::<_, Error>(Arc::new(tokio::sync::Mutex::new(PubSub {
-                    con,
-                    subscribed: HashSet::new(),
-                })))
+                let con = open_notice_connection(&client, &self.notices).await?;
+                let notices = Arc::new(NoticeConnection {
+                    client,
+                    notices: Arc::downgrade(&self.notices),
+                    state: tokio::sync::Mutex::new(PubSub {
+                        con,
+                        subscribed: HashSet::new(),
+                    }),
+                });
+                crate::runtime::spawn_background(supervise(Arc::downgrade(&notices)));
+                Ok::<_, Error>(notices)
             })
             .await?;
         // Checked and changed under the one mutex, so SUBSCRIBE and UNSUBSCRIBE of a channel
         // reach the server in the order the queue state asked for them.
-        let mut pubsub = pubsub.lock().await;
+        let mut pubsub = notices.state.lock().await;
+        if self.notices.disconnected.swap(false, Ordering::AcqRel) {
+            pubsub.subscribed.clear();
+        }
         if !pubsub.subscribed.contains(channel) {
-            pubsub.con.subscribe(channel).await.map_err(backend_err)?;
+            // Bounded here too: a waiter without a deadline must not hold the mutex (which the
+            // supervisor needs to replace a dead connection) on a socket that never answers.
+            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.con.subscribe(channel))
+                .await
+                .map_err(|_| backend_err("SUBSCRIBE got no answer"))?
+                .map_err(backend_err)?;
             pubsub.subscribed.insert(channel.to_vec());
         }
         Ok(())
+    }
+}
+
+/// How often the notice connection is checked while waiters listen on it, and how long its
+/// `PING` may take: a connection that stopped answering (a half-open socket, a server that
+/// came back after the client's reconnects gave up) is replaced within about two seconds.
+const NOTICE_CHECK: Duration = Duration::from_secs(1);
+
+/// The pub/sub connection of one backend and what it listens on.
+struct NoticeConnection {
+    /// RESP3 client for the same server.
+    client: redis::Client,
+    notices: Weak<Notices>,
+    state: tokio::sync::Mutex<PubSub>,
+}
+
+async fn open_notice_connection(
+    client: &redis::Client,
+    notices: &Arc<Notices>,
+) -> Result<ConnectionManager> {
+    let notices = Arc::downgrade(notices);
+    let config = manager_config()
+        .set_automatic_resubscription()
+        .set_push_sender(move |push: PushInfo| on_push(&notices, push));
+    ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(backend_err)
+}
+
+/// Checks the notice connection while waiters listen on it; replaces one that does not answer
+/// its `PING`, subscribes every queued channel again and wakes the front waiters (a notice may
+/// have been missed meanwhile). Ends with the backend.
+async fn supervise(connection: Weak<NoticeConnection>) {
+    loop {
+        tokio::time::sleep(NOTICE_CHECK).await;
+        let Some(connection) = connection.upgrade() else {
+            return;
+        };
+        let Some(notices) = connection.notices.upgrade() else {
+            return;
+        };
+        if notices.queues().is_empty() {
+            continue;
+        }
+        let mut state = connection.state.lock().await;
+        let mut con = state.con.clone();
+        let ping = tokio::time::timeout(
+            NOTICE_CHECK,
+            redis::cmd("PING").query_async::<Value>(&mut con),
+        )
+        .await;
+        if matches!(ping, Ok(Ok(_))) {
+            continue;
+        }
+        tracing::debug!(target: "dlock", backend = NAME, "the notice connection does not answer; reconnecting");
+        let Ok(Ok(fresh)) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            open_notice_connection(&connection.client, &notices),
+        )
+        .await
+        else {
+            continue; // the server is still away: try again at the next check
+        };
+        state.con = fresh;
+        state.subscribed.clear();
+        let channels: Vec<Vec<u8>> = notices.queues().keys().cloned().collect();
+        for channel in channels {
+            let subscribe = state.con.subscribe(&channel);
+            if let Ok(Ok(())) = tokio::time::timeout(RESPONSE_TIMEOUT, subscribe).await {
+                state.subscribed.insert(channel);
+            }
+        }
+        drop(state);
+        notices.wake_all_fronts();
     }
 }
 
@@ -407,11 +496,11 @@ struct PubSub {
 
 /// Unsubscribes from `channel` if no local waiter wants it any more.
 async fn unsubscribe_if_idle(
-    pubsub: Arc<tokio::sync::Mutex<PubSub>>,
+    connection: Arc<NoticeConnection>,
     notices: Weak<Notices>,
     channel: Vec<u8>,
 ) {
-    let mut pubsub = pubsub.lock().await;
+    let mut pubsub = connection.state.lock().await;
     let idle = notices
         .upgrade()
         .is_some_and(|n| !n.queues().contains_key(&channel));
@@ -446,8 +535,12 @@ fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), (
                 notices.wake_front(channel);
             }
         }
-        // A notice may have been lost while reconnecting: let every front waiter retry.
-        PushKind::Disconnection => notices.wake_all_fronts(),
+        // A notice may have been lost while reconnecting: let every front waiter subscribe
+        // again (the subscriptions may be gone) and retry.
+        PushKind::Disconnection => {
+            notices.disconnected.store(true, Ordering::Release);
+            notices.wake_all_fronts();
+        }
         _ => {}
     }
     Ok(())
@@ -457,6 +550,8 @@ fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), (
 #[derive(Default)]
 struct Notices {
     queues: Mutex<HashMap<Vec<u8>, Queue>>,
+    /// The notice connection dropped since the last subscription check.
+    disconnected: AtomicBool,
 }
 
 #[derive(Default)]
@@ -698,7 +793,6 @@ impl Backend for RedisBackend {
                 waiter: waiter.clone(),
                 acquired: false,
             };
-            within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await?;
             let mut fallback = FALLBACK_MIN;
             loop {
                 // A holder of this Locker may have handed the lock straight to us.
@@ -714,6 +808,14 @@ impl Backend for RedisBackend {
                     Handoff::Open | Handoff::Closed | Handoff::Abandoned => {}
                 }
                 if should_attempt {
+                    // Subscribe before attempting, so no notice is missed in between. A failed
+                    // subscription is not fatal: the fallback retries soon, subscribing again.
+                    let listening =
+                        within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await;
+                    if let Err(e) = listening {
+                        tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
+                        fallback = FALLBACK_MIN;
+                    }
                     // Consume a wake-up before attempting: the attempt answers it.
                     waiter.pending.store(false, Ordering::Release);
                     if let Some((fence, sent_at)) =
