@@ -481,3 +481,69 @@ async fn generics_patterns_impl_trait_and_nested_fields() {
     let key = off_runtime(move || shapes::nested(&order)).unwrap();
     assert_eq!(key, "{literal}:acme/9");
 }
+
+/// Issue 20, items 3 and 4: result type aliases work, and the expansion adds no warning to the
+/// user's code under `deny(warnings)` (rustc) and clippy's lints, pedantic ones included (the
+/// suite's clippy run uses `-D warnings`). One-line bodies were the case that warned.
+#[deny(warnings, clippy::all, clippy::pedantic)]
+mod strict {
+    use dlock::distributed_lock;
+
+    #[derive(Debug)]
+    pub struct AppError(pub dlock::Error);
+
+    impl From<dlock::Error> for AppError {
+        fn from(e: dlock::Error) -> Self {
+            AppError(e)
+        }
+    }
+
+    pub type AppResult<T> = Result<T, AppError>;
+
+    #[distributed_lock(key = "strict:{x}", backend = "memory")]
+    pub async fn one_line(x: u64) -> Result<u64, AppError> {
+        Ok(x)
+    }
+
+    #[distributed_lock(key = "strict:{x}", backend = "memory")]
+    pub fn one_line_sync(x: u64) -> Result<u64, AppError> {
+        Ok(x)
+    }
+
+    #[distributed_lock(key = "strict:{x}", backend = "memory")]
+    pub async fn aliased(x: u64) -> AppResult<u64> {
+        Ok(x + 1)
+    }
+
+    #[distributed_lock(key = "strict:{x}", backend = "memory")]
+    pub fn aliased_sync(x: u64) -> AppResult<u64> {
+        Ok(x + 2)
+    }
+
+    #[distributed_lock(key = "strict-skip", backend = "memory", on_busy = "skip")]
+    pub async fn aliased_skip(x: u64) -> AppResult<u64> {
+        Ok(x)
+    }
+
+    #[distributed_lock(key = "strict-busy", wait = "0s", backend = "memory")]
+    pub async fn aliased_busy() -> AppResult<u64> {
+        Ok(1)
+    }
+}
+
+#[tokio::test]
+async fn result_aliases_work_and_the_expansion_adds_no_warnings() {
+    assert_eq!(strict::one_line(1).await.unwrap(), 1);
+    assert_eq!(strict::aliased(1).await.unwrap(), 2);
+    let (a, b) = off_runtime(|| (strict::one_line_sync(3), strict::aliased_sync(3)));
+    assert_eq!((a.unwrap(), b.unwrap()), (3, 5));
+    // Busy: skipped with Ok(Default::default()), or the error converted into AppError.
+    let memory = dlock::lookup("memory").await.unwrap();
+    let held = memory.lock("strict-skip").await.unwrap();
+    assert_eq!(strict::aliased_skip(7).await.unwrap(), 0);
+    drop(held);
+    let held = memory.lock("strict-busy").await.unwrap();
+    let err = strict::aliased_busy().await.unwrap_err();
+    assert!(err.0.is_busy(), "{:?}", err.0);
+    drop(held);
+}

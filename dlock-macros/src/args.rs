@@ -308,6 +308,14 @@ impl Args {
                          lease of 30s",
                     ));
                 }
+                // dlock::MAX_TTL: a lease is a safety net for a crashed holder.
+                if d > Duration::from_secs(365 * 24 * 3600) {
+                    return Err(syn::Error::new(
+                        a.value.span(),
+                        "`ttl` must be at most 365 days (`dlock::MAX_TTL`); for a long job leave \
+                         `ttl` out (a watchdog-renewed lease of 30s) or add `watchdog = true`",
+                    ));
+                }
                 Ok(d)
             })
             .transpose()?;

@@ -37,14 +37,26 @@ fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
              remove `const`",
         ));
     }
-    let ret = result_type(&func)?;
+    let (ret, shape) = result_type(&func)?;
     let config = args.build(&func.sig)?;
-    Ok(gen_function(&func, &config, ret))
+    Ok(gen_function(&func, &config, ret, shape))
 }
 
-/// The return type, which must be a `Result` (any path whose last segment is `Result`, so
-/// `io::Result<T>` and `anyhow::Result<T>` are accepted).
-fn result_type(func: &ItemFn) -> syn::Result<&Type> {
+/// How the return type is known to be a `Result`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResultShape {
+    /// Written as `...Result<..>` (`Result`, `io::Result`, `anyhow::Result`): errors convert
+    /// with `From::from`, and a missing `From<dlock::Error>` is reported at the type.
+    Written,
+    /// Any other path, such as an alias `AppResult<T>`: the compiler checks through
+    /// `dlock::macro_support::LockResult` that it is a `Result` after all.
+    Alias,
+}
+
+/// The return type, which must be a `Result`: any path whose last segment is `Result` (so
+/// `io::Result<T>` and `anyhow::Result<T>` are accepted), or any other path (a type alias),
+/// checked by the compiler to be one.
+fn result_type(func: &ItemFn) -> syn::Result<(&Type, ResultShape)> {
     const HOW: &str = "`E: From<dlock::Error>`, so a lock failure can be returned as `Err(..)`";
     let ty = match &func.sig.output {
         ReturnType::Default => {
@@ -66,10 +78,23 @@ fn result_type(func: &ItemFn) -> syn::Result<&Type> {
             _ => break,
         }
     }
-    let is_result = matches!(inner, Type::Path(p)
-        if p.qself.is_none()
-            && p.path.segments.last().is_some_and(|s| s.ident == "Result"));
-    if !is_result {
+    const PRIMITIVES: &[&str] = &[
+        "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+        "i64", "i128", "isize", "f32", "f64",
+    ];
+    let shape = match inner {
+        Type::Path(p) if p.qself.is_none() => {
+            let last = p.path.segments.last().map(|s| s.ident.to_string());
+            match last.as_deref() {
+                Some("Result") => Some(ResultShape::Written),
+                Some(name) if p.path.segments.len() == 1 && PRIMITIVES.contains(&name) => None,
+                Some(_) => Some(ResultShape::Alias),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(shape) = shape else {
         return Err(syn::Error::new_spanned(
             ty,
             format!(
@@ -78,12 +103,12 @@ fn result_type(func: &ItemFn) -> syn::Result<&Type> {
                 quote!(#ty)
             ),
         ));
-    }
-    Ok(ty)
+    };
+    Ok((ty, shape))
 }
 
 /// `#attrs #vis #sig { lock; run the body; release }`.
-fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type) -> TokenStream {
+fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type, shape: ResultShape) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -106,10 +131,15 @@ fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type) -> TokenStream {
     let ret_span = ret.span();
     // `Err(From::from(err))` (what `?` does), spanned at the return type: a missing
     // `From<dlock::Error>` is reported there.
-    let fail = |e: &Ident| {
-        quote_spanned! {ret_span=>
+    // For an alias, the conversion goes through `LockResult`, whose diagnostic names the type
+    // when it is not a `Result` at all.
+    let fail = |e: &Ident| match shape {
+        ResultShape::Written => quote_spanned! {ret_span=>
             ::core::result::Result::Err(::core::convert::From::from(#e))
-        }
+        },
+        ResultShape::Alias => quote_spanned! {ret_span=>
+            <#ret as ::dlock::macro_support::LockResult>::from_lock_error(#e)
+        },
     };
 
     let key_expr = cfg.key.to_expr();
@@ -147,8 +177,13 @@ fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type) -> TokenStream {
     let skip = match cfg.on_busy {
         OnBusy::Error => None,
         OnBusy::Skip => {
-            let default = quote_spanned! {cfg.on_busy_span=>
-                ::core::result::Result::Ok(::core::default::Default::default())
+            let default = match shape {
+                ResultShape::Written => quote_spanned! {cfg.on_busy_span=>
+                    ::core::result::Result::Ok(::core::default::Default::default())
+                },
+                ResultShape::Alias => quote_spanned! {cfg.on_busy_span=>
+                    <#ret as ::dlock::macro_support::LockResult>::skipped()
+                },
             };
             Some(quote! {
                 ::core::result::Result::Err(#err) if #err.is_busy() => return #default,
@@ -165,6 +200,7 @@ fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type) -> TokenStream {
 
     // The body runs in an inner async block or closure, so its `return` and `?` come back here
     // and the lock is released on every path (on unwinding, by the guard's `Drop`).
+    let stmts = &block.stmts;
     let make_body = if async_context {
         // The never-taken `return` fixes the async block's output type, so `?` in the body
         // converts into the function's error type (tracing-attributes' "fake return edge").
@@ -179,7 +215,9 @@ fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type) -> TokenStream {
                     let __dlock_fake_return: #ret = loop {};
                     return __dlock_fake_return;
                 }
-                #block
+                // The body's statements, not its block: a block as the tail of this one would
+                // warn `unused_braces` on one-line bodies.
+                #(#stmts)*
             }
         }
     } else {

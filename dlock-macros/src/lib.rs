@@ -49,7 +49,7 @@ mod key_template;
 /// | argument | meaning | default |
 /// |---|---|---|
 /// | `key = "..."` | the lock's key; `{arg}`, `{arg.field}`, `{self.field}` are formatted with `Display` | required |
-/// | `ttl = "30s"` | a fixed lease (humantime syntax: `"500ms"`, `"30s"`, `"1m 30s"`, `"2h"`) | a 30 s lease renewed every 10 s |
+/// | `ttl = "30s"` | a fixed lease (humantime syntax: `"500ms"`, `"30s"`, `"1m 30s"`, `"2h"`), 1 ms to 365 days (`dlock::MAX_TTL`), checked at compile time | a 30 s lease renewed every 10 s |
 /// | `watchdog = true` | renew the lease every ttl/3 even though `ttl` is given | false when `ttl` is given |
 /// | `wait = "5s"` | how long to wait for the lock, then `Error::Busy`; `"0s"` = one attempt | wait until acquired |
 /// | `backend = "redis"` | the registered name of the lock service (`dlock::register`, `DLOCK_URL_<NAME>`, `"memory"`) | `"default"` |

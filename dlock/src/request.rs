@@ -166,8 +166,9 @@ impl IntoFuture for LockRequest {
     }
 }
 
-/// The longest lease accepted: a lease is a safety net for a crashed holder, not a way to keep a
-/// lock for ever (use a watchdog lease for long jobs).
+/// The longest lease accepted, 365 days: a lease is a safety net for a crashed holder, not a way
+/// to keep a lock for ever (use a watchdog lease for long jobs). `#[distributed_lock]` checks
+/// `ttl` against it at compile time.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn validate(key: &str, spec: LeaseSpec) -> Result<()> {
@@ -185,7 +186,7 @@ pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
     if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
         return Err(Error::InvalidArgument {
             reason: format!(
-                "ttl {ttl:?} is out of range; a lease must be at least 1 ms and at most {MAX_TTL:?} \
+                "ttl {ttl:?} is out of range; a lease must be at least 1 ms and at most 365 days \
                  (use a watchdog lease, the default, for long jobs)"
             ),
         });
