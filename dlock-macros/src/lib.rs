@@ -109,6 +109,22 @@ mod key_template;
 /// }
 /// ```
 ///
+/// ## Return types
+/// `Result<T, E>` with `E: From<dlock::Error>`, written out (`Result`, `io::Result`,
+/// `anyhow::Result`) or behind an alias, as applications usually write it:
+/// ```
+/// # use dlock::distributed_lock;
+/// #[derive(Debug)]
+/// struct AppError;
+/// impl From<dlock::Error> for AppError {
+///     fn from(_: dlock::Error) -> Self { AppError }
+/// }
+/// type AppResult<T> = Result<T, AppError>;
+///
+/// #[distributed_lock(key = "settle:{id}", backend = "memory")]
+/// async fn settle(id: u64) -> AppResult<u64> { Ok(id) }
+/// ```
+///
 /// ## `on_busy`
 /// For scheduled jobs that run on many instances: whoever gets the lock runs the job, the others
 /// skip it. Without `wait`, `skip` makes a single attempt.
@@ -159,8 +175,9 @@ mod key_template;
 ///
 /// # Compile errors
 /// A missing `key`, an unknown or repeated argument, a value of the wrong type, a duration that
-/// does not parse, an unclosed or stray brace in `key`, a `{name}` that is not a parameter, an
-/// `on_busy` other than `"error"`/`"skip"`, a return type that is not a `Result`, and
+/// does not parse, a `ttl` outside 1 ms..365 days, an unclosed or stray brace in `key`, a `{name}`
+/// that is not a parameter, an `on_busy` other than `"error"`/`"skip"`, a return type that is
+/// not a `Result` (also behind an alias: the compiler's message names the type), and
 /// `abort_on_lost` on a plain `fn` are compile errors pointing at the offending token.
 #[proc_macro_attribute]
 pub fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStream {
