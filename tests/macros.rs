@@ -24,6 +24,15 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(f).join().unwrap())
 }
 
+/// `key` locked by another task, as another caller would hold it (the test's own task locking
+/// it and then calling an attributed function on it would be refused as `AlreadyHeld`).
+async fn held_by_another_task(locker: &Locker, key: &'static str) -> dlock::LockGuard {
+    let locker = locker.clone();
+    tokio::spawn(async move { locker.lock(key).await.unwrap() })
+        .await
+        .unwrap()
+}
+
 /// A critical section that notices overlap: a non-atomic read-yield-write counter plus the
 /// number of callers inside at once.
 #[derive(Default)]
@@ -145,7 +154,7 @@ async fn methods_lock_keys_built_from_self_fields() {
     assert_eq!(account.held_key().await.unwrap(), "account:eu/7");
     assert_eq!(account.deposit(5).await.unwrap(), 15);
 
-    let held = locker.lock("account:eu/7").await.unwrap();
+    let held = held_by_another_task(&locker, "account:eu/7").await;
     assert!(account.deposit(5).await.unwrap_err().is_busy());
     held.release().await.unwrap();
 
@@ -167,7 +176,7 @@ async fn nightly_job() -> Result<u64, Error> {
 #[tokio::test]
 async fn on_busy_skip_returns_the_default_while_held_and_runs_once_free() {
     let locker = fresh("skip");
-    let held = locker.lock("nightly-job").await.unwrap();
+    let held = held_by_another_task(&locker, "nightly-job").await;
     let started = Instant::now();
     assert_eq!(
         nightly_job().await.unwrap(),
@@ -205,7 +214,7 @@ async fn settle(order_id: u64, amount: u64) -> Result<u64, AppError> {
 #[tokio::test]
 async fn wait_zero_when_busy_is_an_err_converted_into_the_users_error_type() {
     let locker = fresh("busy");
-    let held = locker.lock("order:42").await.unwrap();
+    let held = held_by_another_task(&locker, "order:42").await;
     match settle(42, 1).await {
         Err(AppError::Lock(Error::Busy { key, waited })) => {
             assert_eq!(key, "order:42");
@@ -391,10 +400,15 @@ async fn io_and_anyhow_result_aliases_work() {
     assert_eq!(compute(1).await.unwrap(), 2);
     assert!(compute(5000).await.is_err());
 
-    let _held = (
-        locker.lock("io:b.toml").await.unwrap(),
-        locker.lock("anyhow:7").await.unwrap(),
-    );
+    // Held by another task (this one locking them again would be refused as `AlreadyHeld`).
+    let _held = tokio::spawn(async move {
+        (
+            locker.lock("io:b.toml").await.unwrap(),
+            locker.lock("anyhow:7").await.unwrap(),
+        )
+    })
+    .await
+    .unwrap();
     let io = read_config("b.toml").await.unwrap_err();
     assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
     let any = compute(7).await.unwrap_err();
@@ -539,11 +553,33 @@ async fn result_aliases_work_and_the_expansion_adds_no_warnings() {
     assert_eq!((a.unwrap(), b.unwrap()), (3, 5));
     // Busy: skipped with Ok(Default::default()), or the error converted into AppError.
     let memory = dlock::lookup("memory").await.unwrap();
-    let held = memory.lock("strict-skip").await.unwrap();
+    let held = held_by_another_task(&memory, "strict-skip").await;
     assert_eq!(strict::aliased_skip(7).await.unwrap(), 0);
     drop(held);
-    let held = memory.lock("strict-busy").await.unwrap();
+    let held = held_by_another_task(&memory, "strict-busy").await;
     let err = strict::aliased_busy().await.unwrap_err();
     assert!(err.0.is_busy(), "{:?}", err.0);
     drop(held);
+}
+
+#[distributed_lock(key = "nested:{id}", backend = "nested", wait = "5s")]
+async fn outer(id: u64) -> Result<u64, Error> {
+    inner(id).await
+}
+
+#[distributed_lock(key = "nested:{id}", backend = "nested", wait = "5s")]
+async fn inner(id: u64) -> Result<u64, Error> {
+    Ok(id)
+}
+
+/// Issue 20, item 2: nested attributed functions on one key fail at once with `AlreadyHeld`
+/// (not after the 5 s wait with "busy ... raise `.wait(..)`").
+#[tokio::test]
+async fn nested_attributed_functions_on_one_key_fail_at_once() {
+    fresh("nested");
+    let started = std::time::Instant::now();
+    let err = outer(1).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyHeld { .. }), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(inner(2).await.unwrap(), 2);
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,9 +59,7 @@ async fn dropped_guard_frees_the_key_at_once() {
 #[tokio::test]
 async fn forgotten_guard_frees_after_its_ttl() {
     let locker = Locker::memory();
-    let guard = locker
-        .lock("k")
-        .ttl(Duration::from_millis(200))
+    let guard = support::in_another_task(locker.lock("k").ttl(Duration::from_millis(200)))
         .await
         .unwrap();
     let start = Instant::now();
@@ -117,7 +116,9 @@ async fn fixed_lease_fires_lost_and_extend_moves_it() {
 #[tokio::test]
 async fn try_lock_on_a_held_key_is_none_and_wait_zero_is_busy() {
     let locker = Locker::memory();
-    let held = locker.try_lock("k").await.unwrap().expect("free key");
+    let held = support::in_another_task(locker.lock("k").wait(Duration::ZERO))
+        .await
+        .expect("free key");
     assert!(locker.try_lock("k").await.unwrap().is_none());
     match locker.lock("k").wait(Duration::ZERO).await {
         Err(Error::Busy { key, .. }) => assert_eq!(key, "k"),
@@ -138,7 +139,7 @@ async fn try_lock_on_a_held_key_is_none_and_wait_zero_is_busy() {
 #[tokio::test]
 async fn cancelled_acquire_leaves_nothing_held() {
     let locker = Locker::memory();
-    let held = locker.lock("k").await.unwrap();
+    let held = support::in_another_task(locker.lock("k")).await.unwrap();
     // The waiter is dropped mid-wait by the timeout.
     let r = tokio::time::timeout(Duration::from_millis(50), locker.lock("k")).await;
     assert!(r.is_err());
@@ -274,4 +275,65 @@ async fn a_short_extend_under_a_watchdog_lease_is_renewed_in_time() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(guard.is_held());
     guard.release().await.unwrap();
+}
+
+/// Issue 20, item 2: locking a key the same task already holds (or is acquiring) through the
+/// same Locker fails at once with `AlreadyHeld`, instead of waiting for itself forever.
+#[tokio::test]
+async fn relocking_a_key_this_task_holds_fails_at_once() {
+    let locker = Locker::memory();
+    let guard = locker.lock("k").await.unwrap();
+    let started = std::time::Instant::now();
+    let again = locker.lock("k").await;
+    assert!(
+        matches!(again, Err(Error::AlreadyHeld { ref key }) if key == "k"),
+        "{again:?}"
+    );
+    // One attempt (`try_lock`, `wait(0)`) cannot wait for itself: the key is simply busy.
+    assert!(locker.try_lock("k").await.unwrap().is_none());
+    assert!(started.elapsed() < SECOND);
+    // Another task waits as usual, and gets the key once it is released.
+    let other = tokio::spawn({
+        let locker = locker.clone();
+        async move { locker.lock("k").wait(5 * SECOND).await.map(|g| g.fence()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    guard.release().await.unwrap();
+    assert!(other.await.unwrap().is_ok());
+    // After a release, and after a drop, the same task may lock it again.
+    let guard = locker.lock("k").await.unwrap();
+    drop(guard);
+    let guard = locker.lock("k").wait(5 * SECOND).await.unwrap();
+    guard.release().await.unwrap();
+    // Two acquires of one key joined in one task: the second is refused, not deadlocked.
+    let (a, b) = tokio::join!(
+        locker.lock("j").into_future(),
+        locker.lock("j").into_future()
+    );
+    assert!(a.is_ok() != b.is_ok());
+    assert!(matches!(
+        a.as_ref().err().or(b.as_ref().err()),
+        Some(Error::AlreadyHeld { .. })
+    ));
+    // A different Locker is a different holder, as another process would be.
+    let second = Locker::memory();
+    assert!(second.try_lock("j").await.unwrap().is_some());
+}
+
+#[test]
+fn relocking_through_the_blocking_api_on_one_thread_fails_at_once() {
+    let locker = Locker::memory();
+    let guard = locker.lock("k").blocking().unwrap();
+    assert!(matches!(
+        locker.lock("k").wait(5 * SECOND).blocking(),
+        Err(Error::AlreadyHeld { .. })
+    ));
+    // Another thread waits for it as usual.
+    let other = std::thread::spawn({
+        let locker = locker.clone();
+        move || locker.lock("k").wait(5 * SECOND).blocking().is_ok()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    guard.release_blocking().unwrap();
+    assert!(other.join().unwrap());
 }

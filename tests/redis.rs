@@ -107,9 +107,7 @@ async fn dropped_guard_releases_at_once_and_wakes_a_waiter() {
 async fn forgotten_guard_frees_after_its_ttl() {
     let key = unique("forget");
     let locker = locker().await;
-    let guard = locker
-        .lock(&key)
-        .ttl(Duration::from_millis(300))
+    let guard = support::in_another_task(locker.lock(&key).ttl(Duration::from_millis(300)))
         .await
         .unwrap();
     let start = Instant::now();

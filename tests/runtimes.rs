@@ -288,3 +288,70 @@ fn a_sync_attributed_fn_works_from_spawn_blocking_threads_and_multi_thread_worke
     });
     assert_eq!(counter.load(Ordering::SeqCst), 1 + 4 + 4 + 1);
 }
+
+/// Issue 20, item 1: a program that drops its guard and ends at once. `Locker::close` waits for
+/// the background release, so the next process finds the key free right away, not after the
+/// 60 s lease.
+#[test]
+fn a_program_that_drops_its_guard_and_closes_leaves_nothing_held() {
+    let (list, _nodes) = backends();
+    let rt = multi_thread();
+    for (name, url) in &list {
+        let key = unique(&format!("close-{name}"));
+        for run in 0..3 {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_dlock-hold"))
+                .args([url.as_str(), key.as_str(), "60000", "drop-close"])
+                .output()
+                .expect("run dlock-hold");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("CLOSED"),
+                "{name}: dlock-hold failed: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            rt.block_on(async {
+                let locker = support::connect(name, url).await;
+                let next = locker
+                    .try_lock(key.as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(
+                    next.is_some(),
+                    "{name}, run {run}: the closed program's lock is held"
+                );
+                next.unwrap().release().await.unwrap();
+                locker.close().await.unwrap();
+            });
+        }
+    }
+}
+
+#[test]
+fn a_closed_locker_refuses_new_locks() {
+    let rt = current_thread();
+    rt.block_on(async {
+        let locker = support::connect("redis", &redis_url()).await;
+        locker.close().await.unwrap();
+        let err = locker.lock(unique("closed")).await.unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
+    });
+}
+
+/// Issue 20, item 6: every configured name can be checked at start-up; a bad one fails there.
+#[tokio::test]
+async fn configured_lockers_are_connected_and_checked_at_start_up() {
+    // Safe here: nextest runs each test in a process of its own.
+    std::env::set_var("DLOCK_URL_CFG_REDIS", redis_url());
+    std::env::set_var("DLOCK_URL_CFG_BAD", "redis://127.0.0.1:1");
+    let err = dlock::connect_configured().await.unwrap_err();
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    std::env::remove_var("DLOCK_URL_CFG_BAD");
+    let names = dlock::connect_configured().await.unwrap();
+    assert!(names.contains(&"cfg_redis".to_string()), "{names:?}");
+    // Registered under the variable's name: `cfg-redis` and `cfg_redis` are the same name.
+    let locker = dlock::lookup("cfg-redis").await.unwrap();
+    std::env::remove_var("DLOCK_URL_CFG_REDIS");
+    let again = dlock::lookup("cfg_redis").await.unwrap();
+    assert_eq!(locker.backend_name(), "redis");
+    assert_eq!(again.backend_name(), "redis");
+}

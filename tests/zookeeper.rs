@@ -499,7 +499,7 @@ async fn a_waiter_that_gives_up_leaves_no_node_behind() {
     let behind =
         tokio::spawn(async move { b3.lock(key3.as_str()).wait(Duration::from_secs(60)).await });
     raw.wait_queue_len(&key, 2).await;
-    let quitter = a.lock(key.as_str()).wait(Duration::from_millis(200)).await;
+    let quitter = b.lock(key.as_str()).wait(Duration::from_millis(200)).await;
     assert!(quitter.unwrap_err().is_busy());
     holder.release().await.expect("release");
     let next = tokio::time::timeout(Duration::from_secs(10), behind)

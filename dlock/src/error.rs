@@ -28,6 +28,17 @@ pub enum Error {
         /// The key of the lost lock.
         key: String,
     },
+    /// The calling task (or thread) already holds `key` through this [`Locker`](crate::Locker),
+    /// or is acquiring it: a lock is not reentrant, and waiting would wait for itself forever.
+    #[error(
+        "this task already holds (or is acquiring) lock `{key}` through this Locker; dlock locks \
+         are not reentrant: use the guard you have (pass `&LockGuard` down), or do not lock the \
+         same key again in nested calls (nested #[distributed_lock] functions on one key)"
+    )]
+    AlreadyHeld {
+        /// The key already held.
+        key: String,
+    },
     /// A lock service name that is neither registered nor configured in the environment.
     #[error(
         "no lock service named `{name}`: call `dlock::register(\"{name}\", locker)` at start-up, \

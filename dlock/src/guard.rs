@@ -5,10 +5,17 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::lease::Lease;
+use crate::locker::Claim;
 use crate::{runtime, Error, Result};
 
 /// A held lock. Dropping it releases the lock in the background; [`release`](Self::release)
-/// does the same and reports the outcome.
+/// does the same and reports the outcome. Before a program ends, call
+/// [`Locker::close`](crate::Locker::close) so background releases reach the server.
+///
+/// Locks are not reentrant: while a task holds (or is acquiring) a key through a Locker, the
+/// same task locking that key again through the same Locker gets [`Error::AlreadyHeld`] at once
+/// instead of waiting for itself (a single attempt, `try_lock` or `.wait(0)`, finds it busy). The task that acquired a guard counts as its holder until the
+/// guard is released, also when the guard was moved to another task.
 ///
 /// A guard is `Send + Sync`: it may be moved to, and released from, any task or thread, also one
 /// without a runtime.
@@ -37,6 +44,8 @@ struct Live {
     backend: Arc<dyn Backend>,
     token: Arc<str>,
     lease: Lease,
+    /// The key claimed by the task that acquired it, until released.
+    claim: Claim,
 }
 
 impl std::fmt::Debug for Live {
@@ -56,6 +65,7 @@ impl LockGuard {
         fence: Option<u64>,
         waited: Duration,
         lease: Lease,
+        claim: Claim,
     ) -> Self {
         LockGuard {
             key,
@@ -65,6 +75,7 @@ impl LockGuard {
                 backend,
                 token,
                 lease,
+                claim,
             }),
         }
     }
@@ -189,16 +200,29 @@ impl LockGuard {
 }
 
 impl Drop for LockGuard {
+    /// Releases the lock in the background (on dlock's own runtime thread). The release outlives
+    /// the caller's runtime but not the process: before a program ends, call
+    /// [`Locker::close`](crate::Locker::close), which waits for such releases.
     fn drop(&mut self) {
-        let Some(live) = self.live.take() else {
+        let Some(Live {
+            backend,
+            token,
+            lease,
+            claim,
+        }) = self.live.take()
+        else {
             return;
         };
-        live.lease.stop();
+        drop(lease); // stops renewing
         let key = self.key.clone();
         let fence = self.fence;
+        let pending = claim.shared().background_release();
+        // The task may lock the key again at once (it then waits for this release).
+        drop(claim);
         runtime::spawn_background(async move {
-            let name = live.backend.name();
-            match live.backend.release(&key, &live.token).await {
+            let _pending = pending;
+            let name = backend.name();
+            match backend.release(&key, &token).await {
                 Ok(true) => {
                     tracing::debug!(target: "dlock", key = &*key, backend = name, fence, "lock released (guard dropped)")
                 }

@@ -57,7 +57,9 @@ pub mod test_hooks;
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use locker::Locker;
-pub use registry::{env_var_for, lookup, lookup_blocking, register, DEFAULT_NAME};
+pub use registry::{
+    connect_configured, env_var_for, lookup, lookup_blocking, register, DEFAULT_NAME,
+};
 pub use request::{LockRequest, DEFAULT_WATCHDOG_TTL, MAX_TTL};
 
 /// `#[distributed_lock(key = "...", ...)]`: hold a lock while a function runs (feature `macros`).

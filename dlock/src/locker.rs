@@ -1,10 +1,16 @@
 //! [`Locker`]: a handle on one lock service.
 
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::Backend;
+use crate::lease::LeaseState;
 use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
@@ -27,6 +33,141 @@ const SCHEMES: &str =
 #[derive(Clone)]
 pub struct Locker {
     backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
+}
+
+/// How long [`Locker::close`] waits for background releases.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Who is taking or holding a lock: the tokio task, or the thread for a blocking call made
+/// outside any task. Used to refuse re-locking a key the caller already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Holder {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl Holder {
+    /// The caller: its task if it runs in one, else its thread.
+    pub(crate) fn current() -> Holder {
+        tokio::task::try_id()
+            .map(Holder::Task)
+            .unwrap_or_else(|| Holder::Thread(std::thread::current().id()))
+    }
+}
+
+/// State every clone of a [`Locker`] and its guards share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Keys being acquired or held, by whom.
+    claims: Mutex<HashMap<(Arc<str>, Holder), ClaimEntry>>,
+    /// Numbers claims, so a stale claim's drop never removes the one that replaced it.
+    claim_ids: AtomicU64,
+    /// Releases running in the background (dropped guards, cancelled acquires).
+    pending: AtomicUsize,
+    idle: Notify,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    /// Claims `key` for `holder` for the duration of an acquire and then of the guard. A claim
+    /// whose guard was forgotten (`mem::forget`) and whose lease has run out is stale and
+    /// replaced: only a lock the holder really still has (or is acquiring) refuses.
+    pub(crate) fn claim(self: &Arc<Self>, key: &Arc<str>, holder: Holder) -> Result<Claim> {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.claim_ids.fetch_add(1, Ordering::Relaxed);
+        let entry = ClaimEntry {
+            id,
+            lease: Weak::new(),
+            acquiring: true,
+        };
+        match claims.entry((key.clone(), holder)) {
+            Entry::Occupied(mut held) => {
+                let live =
+                    held.get().acquiring || held.get().lease.upgrade().is_some_and(|l| l.is_held());
+                if live {
+                    return Err(Error::AlreadyHeld {
+                        key: key.to_string(),
+                    });
+                }
+                held.insert(entry);
+            }
+            Entry::Vacant(free) => {
+                free.insert(entry);
+            }
+        }
+        Ok(Claim {
+            shared: self.clone(),
+            key: key.clone(),
+            holder,
+            id,
+        })
+    }
+
+    /// Counts a background release until the returned value is dropped.
+    pub(crate) fn background_release(self: &Arc<Self>) -> PendingRelease {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        PendingRelease(self.clone())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// What a claim is doing: acquiring, or held under a lease.
+#[derive(Debug)]
+struct ClaimEntry {
+    id: u64,
+    lease: Weak<LeaseState>,
+    acquiring: bool,
+}
+
+/// A key claimed by a holder (see [`Shared::claim`]); unclaimed on drop.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    shared: Arc<Shared>,
+    key: Arc<str>,
+    holder: Holder,
+    id: u64,
+}
+
+impl Claim {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The acquire succeeded: the claim lasts while `lease` is held.
+    pub(crate) fn held_under(&self, lease: &Arc<LeaseState>) {
+        let mut claims = self.shared.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = claims.get_mut(&(self.key.clone(), self.holder)) {
+            if entry.id == self.id {
+                entry.lease = Arc::downgrade(lease);
+                entry.acquiring = false;
+            }
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = self.shared.claims.lock().unwrap_or_else(|p| p.into_inner());
+        let at = (self.key.clone(), self.holder);
+        if claims.get(&at).is_some_and(|e| e.id == self.id) {
+            claims.remove(&at);
+        }
+    }
+}
+
+/// A background release in flight; [`Locker::close`] waits for these.
+pub(crate) struct PendingRelease(Arc<Shared>);
+
+impl Drop for PendingRelease {
+    fn drop(&mut self) {
+        if self.0.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for Locker {
@@ -63,6 +204,7 @@ impl Locker {
         }
         Ok(Locker {
             backend: Arc::new(Reopening::connect(url).await?),
+            shared: Arc::default(),
         })
     }
 
@@ -88,6 +230,7 @@ impl Locker {
     pub fn from_backend(backend: impl Backend) -> Locker {
         Locker {
             backend: Arc::new(backend),
+            shared: Arc::default(),
         }
     }
 
@@ -98,6 +241,58 @@ impl Locker {
 
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Waits (up to 5 s) for the releases of guards this Locker (or a clone) dropped in the
+    /// background, then closes its connections; later calls on it (and its clones) fail.
+    ///
+    /// Call it before a program ends: a guard dropped just before `main` returns is released by
+    /// a background task, which dies with the process, and its lock would then stay held until
+    /// its lease runs out (30 s by default).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), dlock::Error> {
+    /// let locker = dlock::Locker::connect("redis://127.0.0.1:6379").await?;
+    /// let guard = locker.lock("nightly").await?;
+    /// // ... work; the guard is dropped here, its release runs in the background
+    /// drop(guard);
+    /// locker.close().await?; // the release has reached the server
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when background releases were still running after 5 s (their leases
+    /// then run out on the server).
+    pub async fn close(&self) -> Result<()> {
+        self.shared.closed.store(true, Ordering::Release);
+        let drained = tokio::time::timeout(CLOSE_WAIT, async {
+            while self.shared.pending.load(Ordering::Acquire) > 0 {
+                tokio::select! {
+                    _ = self.shared.idle.notified() => {}
+                    // notify_waiters wakes only registered waiters: look again now and then.
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        })
+        .await
+        .is_ok();
+        self.backend.close().await;
+        if drained {
+            Ok(())
+        } else {
+            Err(Error::backend(
+                self.backend.name(),
+                format!(
+                    "{} background release(s) still running after {CLOSE_WAIT:?}; their leases \
+                     will run out on the server",
+                    self.shared.pending.load(Ordering::Acquire)
+                ),
+            ))
+        }
     }
 
     /// A request for the lock on `key`; set `.ttl`, `.wait`, `.watchdog`, then `.await` it.

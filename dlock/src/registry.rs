@@ -16,11 +16,14 @@ static REGISTRY: LazyLock<RwLock<HashMap<String, Locker>>> = LazyLock::new(Defau
 /// ```
 /// dlock::register("default", dlock::Locker::memory());
 /// ```
+///
+/// Names are matched as their environment variables are: `"order-db"` and `"order_db"` are one
+/// name (both `DLOCK_URL_ORDER_DB`).
 pub fn register(name: impl Into<String>, locker: Locker) -> Option<Locker> {
     REGISTRY
         .write()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(name.into(), locker)
+        .insert(env_var_for(&name.into()), locker)
 }
 
 /// The environment variable that configures `name`: `DLOCK_URL_` + the name upper-cased, with
@@ -44,7 +47,7 @@ fn registered(name: &str) -> Option<Locker> {
     REGISTRY
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .get(name)
+        .get(&env_var_for(name))
         .cloned()
 }
 
@@ -53,7 +56,7 @@ fn register_if_absent(name: &str, locker: Locker) -> Locker {
     REGISTRY
         .write()
         .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_owned())
+        .entry(env_var_for(name))
         .or_insert(locker)
         .clone()
 }
@@ -91,6 +94,37 @@ pub async fn lookup(name: &str) -> Result<Locker> {
         Source::Url(url) => Locker::connect(&url).await?,
     };
     Ok(register_if_absent(name, locker))
+}
+
+/// Connects and registers every locker configured in the environment (`DLOCK_URL_<NAME>`) that
+/// is not registered yet, and returns the names registered (lower-case, as `<name>` in the
+/// variable). Call it at start-up, so a bad URL or an unreachable server is an error there and
+/// not at the first call of a nightly job.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), dlock::Error> {
+/// // DLOCK_URL_REDIS=redis://127.0.0.1:6379 DLOCK_URL_ORDERS=mysql://root@db/orders
+/// let names = dlock::connect_configured().await?;
+/// println!("lock services: {names:?}"); // ["orders", "redis"]
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// The first error of [`Locker::connect`] among the configured URLs (the message names the URL).
+pub async fn connect_configured() -> Result<Vec<String>> {
+    let mut configured: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(var, url)| {
+            let name = var.strip_prefix("DLOCK_URL_")?.to_ascii_lowercase();
+            (!name.is_empty() && !url.trim().is_empty()).then(|| (name, url.trim().to_owned()))
+        })
+        .collect();
+    configured.sort();
+    for (name, url) in &configured {
+        if registered(name).is_none() {
+            register_if_absent(name, Locker::connect(url).await?);
+        }
+    }
+    Ok(configured.into_iter().map(|(name, _)| name).collect())
 }
 
 /// [`lookup`] for sync code (callable where [`LockRequest::blocking`](crate::LockRequest::blocking) is).

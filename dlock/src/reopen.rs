@@ -122,4 +122,11 @@ impl Backend for Reopening {
             live.home.run(live.backend.extend(key, token, ttl)).await
         })
     }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let live = self.current();
+            live.home.run(live.backend.close()).await
+        })
+    }
 }

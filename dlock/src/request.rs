@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BoxFuture};
 use crate::lease::{Lease, LeaseSpec};
+use crate::locker::{Holder, Shared};
 use crate::{runtime, Error, LockGuard, Locker, Result};
 
 /// The lease of a lock taken without [`LockRequest::ttl`]: 30 s, renewed every 10 s.
@@ -93,7 +94,9 @@ impl LockRequest {
     /// As awaiting the request, plus [`Error::BlockingInAsync`] from a current-thread runtime's
     /// async task.
     pub fn blocking(self) -> Result<LockGuard> {
-        runtime::block_on(self.acquire())?
+        // The caller, not the background task that runs the request, is the holder.
+        let holder = Holder::current();
+        runtime::block_on(self.acquire_for(holder))?
     }
 
     /// Acquires the lock; the same as awaiting the request.
@@ -102,10 +105,33 @@ impl LockRequest {
     /// [`Error::Busy`] when the wait runs out; [`Error::InvalidKey`] for an empty key;
     /// [`Error::Backend`] when the server fails.
     pub async fn acquire(self) -> Result<LockGuard> {
+        self.acquire_for(Holder::current()).await
+    }
+
+    async fn acquire_for(self, holder: Holder) -> Result<LockGuard> {
         let spec = self.lease_spec();
         validate(&self.key, spec)?;
         let backend = self.locker.backend().clone();
+        let shared = self.locker.shared();
+        if shared.is_closed() {
+            return Err(Error::backend(
+                backend.name(),
+                "this Locker was closed (Locker::close); connect a new one",
+            ));
+        }
         let key: Arc<str> = self.key.into();
+        // Refused at once when this task already holds or is acquiring the key here: it would
+        // wait for itself. A single attempt (`try_lock`) is simply busy: the key is held.
+        let claim = match shared.claim(&key, holder) {
+            Ok(claim) => claim,
+            Err(_) if self.wait == Some(Duration::ZERO) => {
+                return Err(Error::Busy {
+                    key: key.to_string(),
+                    waited: Duration::ZERO,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let token: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let started = Instant::now();
         // A wait too long to represent is no deadline at all.
@@ -117,6 +143,7 @@ impl LockRequest {
             backend: Some(backend.clone()),
             key: key.clone(),
             token: token.clone(),
+            shared: shared.clone(),
         };
         let grant = backend.acquire(&key, &token, spec.ttl, deadline).await?;
         let waited = started.elapsed();
@@ -146,6 +173,7 @@ impl LockRequest {
             grant.sent_at,
             grant.lost,
         );
+        claim.held_under(&lease.state);
         Ok(LockGuard::new(
             backend,
             key,
@@ -153,6 +181,7 @@ impl LockRequest {
             grant.fence,
             waited,
             lease,
+            claim,
         ))
     }
 }
@@ -199,6 +228,7 @@ struct ReleaseOnDrop {
     backend: Option<Arc<dyn Backend>>,
     key: Arc<str>,
     token: Arc<str>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for ReleaseOnDrop {
@@ -207,7 +237,9 @@ impl Drop for ReleaseOnDrop {
             return;
         };
         let (key, token) = (self.key.clone(), self.token.clone());
+        let pending = self.shared.background_release();
         runtime::spawn_background(async move {
+            let _pending = pending;
             if let Ok(true) = backend.release(&key, &token).await {
                 tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), "released a lock whose acquire was cancelled");
             }

@@ -1,5 +1,7 @@
-//! `dlock-hold <url> <key> <ttl_ms> fixed|watchdog`: takes a lock, prints `HELD <fence>`, and
-//! sleeps until killed. The integration tests SIGKILL it to show a crashed holder's lock frees.
+//! `dlock-hold <url> <key> <ttl_ms> fixed|watchdog|drop-close`: takes a lock, prints
+//! `HELD <fence>`, and sleeps until killed. The integration tests SIGKILL it to show a crashed
+//! holder's lock frees. With `drop-close` it drops the guard at once, calls `Locker::close` and
+//! exits, as a program that ends right after its work should.
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,18 +10,29 @@ use std::time::Duration;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, key, ttl_ms, mode] = args.as_slice() else {
-        eprintln!("usage: dlock-hold <url> <key> <ttl_ms> fixed|watchdog");
+        eprintln!("usage: dlock-hold <url> <key> <ttl_ms> fixed|watchdog|drop-close");
         std::process::exit(2);
     };
     let ttl = Duration::from_millis(ttl_ms.parse().unwrap_or(1000));
     let result = async {
         let locker = dlock::Locker::connect(url).await?;
-        locker
+        let guard = locker
             .lock(key.as_str())
             .ttl(ttl)
             .watchdog(mode == "watchdog")
             .wait(Duration::from_secs(10))
-            .await
+            .await?;
+        if mode == "drop-close" {
+            println!(
+                "HELD {}",
+                guard.fence().map_or("none".into(), |f| f.to_string())
+            );
+            drop(guard);
+            locker.close().await?;
+            println!("CLOSED");
+            std::process::exit(0);
+        }
+        Ok::<_, dlock::Error>(guard)
     }
     .await;
     match result {

@@ -295,3 +295,12 @@ impl FreezingProxy {
         self.frozen.lock().unwrap().push(index);
     }
 }
+
+/// Runs a lock request in a task of its own: the lock is then held by another holder than the
+/// test's task (which, locking a key it holds again through the same Locker, would be refused at
+/// once with `Error::AlreadyHeld`).
+pub async fn in_another_task(request: dlock::LockRequest) -> dlock::Result<dlock::LockGuard> {
+    tokio::spawn(std::future::IntoFuture::into_future(request))
+        .await
+        .expect("lock task")
+}

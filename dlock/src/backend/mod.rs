@@ -8,6 +8,7 @@
 //! | [`Backend::release`] | token-checked delete; `false` when the lock is not (any more) ours |
 //! | [`Backend::extend`] | token-checked move of the lease to `ttl` from now; `false` when not ours |
 //! | [`Backend::name`] | a short name for errors and tracing |
+//! | [`Backend::close`] | closes connections at [`Locker::close`](crate::Locker::close) (default: nothing) |
 //!
 //! Waiting lives inside `acquire` because how a waiter learns of a release is what distinguishes
 //! backends: Redis must subscribe *before* the attempt that fails, ZooKeeper's queue entry *is* the
@@ -111,6 +112,13 @@ pub trait Backend: Send + Sync + 'static {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Closes the backend's connections (called by [`Locker::close`](crate::Locker::close)
+    /// once its background releases are done). Best effort; later calls may fail. The default
+    /// does nothing, for backends whose connections close when dropped.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The least time one request to a server is given, however short the caller's wait.
@@ -186,5 +194,9 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         (**self).extend(key, token, ttl)
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        (**self).close()
     }
 }

@@ -559,6 +559,13 @@ impl Backend for MysqlBackend {
             .await
         })
     }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Bounded: a server that stopped answering must not hold the program's exit.
+            let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.close()).await;
+        })
+    }
 }
 
 /// Splits `?table=` off `url` and parses the rest with sqlx.

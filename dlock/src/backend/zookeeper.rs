@@ -934,4 +934,17 @@ impl Backend for ZookeeperBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move { Ok(self.extend_inner(key, token).await?) })
     }
+
+    /// Drops the sessions: once the last handle on a session is gone, the client sends
+    /// `CloseSession`, and the server deletes its ephemeral nodes at once.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.nodes().clear();
+            self.inner
+                .current
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        })
+    }
 }
