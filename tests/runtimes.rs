@@ -355,3 +355,52 @@ async fn configured_lockers_are_connected_and_checked_at_start_up() {
     assert_eq!(locker.backend_name(), "redis");
     assert_eq!(again.backend_name(), "redis");
 }
+
+/// Issue 20, item 7: a URL pointed at a closed port, or at another kind of server, fails in
+/// bounded time with a message that says so and where (never a raw protocol parse error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_port_or_the_wrong_kind_of_server_gets_a_clear_message() {
+    let closed = support::free_port();
+    let cases = [
+        (
+            format!("redis://127.0.0.1:{closed}"),
+            vec!["refused", "127.0.0.1"],
+        ),
+        (
+            format!("mysql://root@127.0.0.1:{closed}/test"),
+            vec!["refused", "127.0.0.1"],
+        ),
+        (
+            format!("zookeeper://127.0.0.1:{closed}/x"),
+            vec!["refused", "127.0.0.1"],
+        ),
+        (
+            "redis://127.0.0.1:3306".to_string(),
+            vec!["not answer like Redis", "3306"],
+        ),
+        ("redis://127.0.0.1:2181".to_string(), vec!["Redis", "2181"]),
+        (
+            "mysql://root@127.0.0.1:6379/test".to_string(),
+            vec!["MySQL", "6379"],
+        ),
+        (
+            "zookeeper://127.0.0.1:6379/x".to_string(),
+            vec!["ZooKeeper", "6379"],
+        ),
+    ];
+    for (url, expected) in cases {
+        let started = Instant::now();
+        let result = tokio::time::timeout(15 * SECOND, Locker::connect(&url))
+            .await
+            .unwrap_or_else(|_| panic!("{url}: no answer within 15 s"));
+        let err = match result {
+            Ok(_) => panic!("{url}: connected"),
+            Err(e) => e.to_string(),
+        };
+        eprintln!("{url} ({:?}): {err}", started.elapsed());
+        for word in expected {
+            assert!(err.contains(word), "{url}: `{word}` missing in: {err}");
+        }
+        assert!(!err.contains('\n'), "{url}: a multi-line message: {err}");
+    }
+}

@@ -155,6 +155,41 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
+/// Why a server at `hosts` (comma-separated `host:port`) gave no session: each host is tried with
+/// a plain TCP connect (off the async workers), so the message can say "refused" or "accepted
+/// but did not answer like `kind`" instead of a client's generic error.
+#[allow(dead_code)] // used by the networked backends
+pub(crate) async fn diagnose(hosts: &str, kind: &'static str) -> String {
+    let hosts: Vec<String> = hosts.split(',').map(|h| h.trim().to_owned()).collect();
+    let probe = tokio::task::spawn_blocking(move || {
+        use std::net::{TcpStream, ToSocketAddrs};
+        let notes: Vec<String> = hosts
+            .iter()
+            .map(|host| {
+                let addr = match host.to_socket_addrs().map(|mut a| a.next()) {
+                    Ok(Some(addr)) => addr,
+                    Ok(None) => return format!("`{host}` does not resolve"),
+                    Err(e) => return format!("`{host}` does not resolve: {e}"),
+                };
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(_) => format!(
+                        "{host} accepts connections but did not answer like a {kind} server \
+                         (is it a {kind} port?)"
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        format!("connection refused at {host} (is {kind} running there?)")
+                    }
+                    Err(e) => format!("{host}: {e}"),
+                }
+            })
+            .collect();
+        notes.join("; ")
+    });
+    probe
+        .await
+        .unwrap_or_else(|_| format!("is {kind} running there?"))
+}
+
 #[allow(dead_code)] // used by the networked backends
 /// A random duration in `[lo, hi]` for retry jitter (uses the uuid RNG already in the tree).
 pub(crate) fn jitter(lo: Duration, hi: Duration) -> Duration {

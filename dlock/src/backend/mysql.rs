@@ -112,7 +112,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOpti
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
-use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::{diagnose, jitter, remaining, within_wait, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
@@ -291,18 +291,28 @@ impl MysqlBackend {
         let (options, table) = parse_url(url)?;
         // One connection opened directly: the pool would retry a refused connection until its
         // acquire timeout and then report only "timed out", hiding the cause.
+        let host = format!("{}:{}", options.get_host(), options.get_port());
         let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
+            // What the server said (access denied, unknown database, ...) speaks for itself.
+            Ok(Err(e @ sqlx::Error::Database(_))) => {
                 return Err(backend_err(format!(
                     "cannot connect to {}: {e}",
                     mask_password(url)
                 )))
             }
+            Ok(Err(e)) => {
+                return Err(backend_err(format!(
+                    "cannot connect to {}: {e}; {}",
+                    mask_password(url),
+                    diagnose(&host, "MySQL/MariaDB").await
+                )))
+            }
             Err(_) => {
                 return Err(backend_err(format!(
-                    "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}",
-                    mask_password(url)
+                    "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}; {}",
+                    mask_password(url),
+                    diagnose(&host, "MySQL/MariaDB").await
                 )))
             }
         };

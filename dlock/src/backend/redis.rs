@@ -207,7 +207,7 @@ impl RedisBackend {
         )
         .await
         .map_err(|_| backend_err(format!("connect to {} timed out", mask_password(url))))?
-        .map_err(|e| backend_err(format!("cannot connect to {}: {e}", mask_password(url))))?;
+        .map_err(|e| connect_error(url, &e))?;
         refuse_evicting_server(&mut commands.clone(), url).await?;
         Ok(RedisBackend {
             client,
@@ -443,6 +443,28 @@ async fn supervise(connection: Weak<NoticeConnection>) {
         }
         drop(state);
         notices.wake_all_fronts();
+    }
+}
+
+/// A connect failure in one line that says what went wrong: refused, timed out, a server that
+/// is not Redis (its reply did not parse), or what the server said (auth, ...).
+fn connect_error(url: &str, e: &redis::RedisError) -> Error {
+    let url = mask_password(url);
+    let detail = e.to_string().replace('\n', " ");
+    if e.is_connection_refusal() {
+        backend_err(format!(
+            "cannot connect to {url}: connection refused (is Redis running there?)"
+        ))
+    } else if e.code().is_none() && !e.is_io_error() && !e.is_timeout() {
+        backend_err(format!(
+            "cannot connect to {url}: the server did not answer like Redis (is it a Redis port?): {detail}"
+        ))
+    } else if e.is_io_error() && !e.is_timeout() {
+        backend_err(format!(
+            "cannot connect to {url}: {detail} (the server closed the connection: is it a Redis port?)"
+        ))
+    } else {
+        backend_err(format!("cannot connect to {url}: {detail}"))
     }
 }
 

@@ -93,7 +93,7 @@ use tokio::sync::watch;
 use zookeeper_client as zk;
 
 use super::digest::sha256_hex;
-use super::{jitter, Backend, BoxFuture, Grant};
+use super::{diagnose, jitter, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
@@ -125,14 +125,14 @@ enum Fail {
         #[source]
         source: zk::Error,
     },
-    #[error("cannot connect to ZooKeeper at `{hosts}`: {source}")]
-    Connect {
+    #[error("cannot connect to ZooKeeper at `{hosts}`: {why}")]
+    Connect { hosts: String, why: String },
+    #[error("no ZooKeeper session established with `{hosts}` within {limit:?}: {why}")]
+    ConnectTimeout {
         hosts: String,
-        #[source]
-        source: zk::Error,
+        limit: Duration,
+        why: String,
     },
-    #[error("no ZooKeeper session established with `{hosts}` within {limit:?}; is the server up?")]
-    ConnectTimeout { hosts: String, limit: Duration },
     #[error("the ZooKeeper session {session:#x} ended (expired, closed, or disconnected for longer than the server keeps it)")]
     SessionLost { session: i64 },
     #[error("lock node `{path}` was deleted by another client while it was queued")]
@@ -572,13 +572,14 @@ impl ZookeeperBackend {
             Ok(Err(source)) => {
                 return Err(Fail::Connect {
                     hosts: cfg.hosts.clone(),
-                    source,
+                    why: format!("{source}; {}", diagnose(&cfg.hosts, "ZooKeeper").await),
                 })
             }
             Err(_) => {
                 return Err(Fail::ConnectTimeout {
                     hosts: cfg.hosts.clone(),
                     limit,
+                    why: diagnose(&cfg.hosts, "ZooKeeper").await,
                 })
             }
         };
