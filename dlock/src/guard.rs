@@ -87,6 +87,7 @@ impl LockGuard {
 
     /// The fencing token: strictly increasing per key across holders. Pass it to the resource
     /// you protect so it can refuse writes from a holder whose lease has since been lost.
+    /// Fences are per backend: fences of different lock services are not comparable.
     /// `None` on backends that cannot give one (Redlock).
     pub fn fence(&self) -> Option<u64> {
         self.fence

@@ -186,8 +186,11 @@ impl Locker {
     /// | `memory://` | a new in-process lock space | (always) |
     /// | `redis://[user:pass@]host:port[/db]` | Redis | `redis` |
     /// | `redlock://host:port,host:port,host:port` | Redlock over N masters | `redlock` |
-    /// | `mysql://user[:pass]@host:port/db` | MySQL / MariaDB table | `mysql` |
-    /// | `zookeeper://host:port[,host:port]/root` | ZooKeeper | `zookeeper` |
+    /// | `mysql://user[:pass]@host:port/db[?table=distributed_lock]` (`mariadb://` too) | MySQL / MariaDB table | `mysql` |
+    /// | `zookeeper://host:port[,host:port]/root[?session_timeout=10s]` (`zk://` too) | ZooKeeper | `zookeeper` |
+    ///
+    /// Fences are per backend (and per key): a fence from one service says nothing about a fence
+    /// from another, so a resource that checks fences must be guarded through one backend.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), dlock::Error> {

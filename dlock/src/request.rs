@@ -13,7 +13,11 @@ use crate::{runtime, Error, LockGuard, Locker, Result};
 pub const DEFAULT_WATCHDOG_TTL: Duration = Duration::from_secs(30);
 
 /// A request for a lock: set the lease and the wait, then `.await` it (or call
-/// [`blocking`](Self::blocking) outside a runtime).
+/// [`blocking`](Self::blocking) from sync code).
+///
+/// It is [`IntoFuture`], not a `Future`: `.await` works directly, and where a `Future` value
+/// is needed (`tokio::spawn`, `select!` arms, `join!`), call [`acquire`](Self::acquire), or
+/// `.into_future()`.
 ///
 /// | call | lease | wait |
 /// |---|---|---|

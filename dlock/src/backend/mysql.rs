@@ -13,9 +13,10 @@
 //!
 //! # The table
 //!
-//! The seed's table `distributed_lock` (the name is set with `?table=`; letters, digits, `_` and
-//! `$`, at most 64, always quoted with backticks) plus the lease end `expire_at`. It is created
-//! at [`connect`](MysqlBackend::connect) when missing:
+//! The classic lock table that many existing lock implementations use, `distributed_lock` (an
+//! auto-increment `id`, a unique `lock_name`, the holder's `secret_key`), plus the lease end
+//! `expire_at`. Its name is set with `?table=` (letters, digits, `_` and `$`, at most 64, always
+//! quoted with backticks). It is created at [`connect`](MysqlBackend::connect) when missing:
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS `distributed_lock` (
@@ -29,8 +30,8 @@
 //! ) ENGINE=InnoDB
 //! ```
 //!
-//! When a table of that name exists but lacks something dlock needs (for example the seed's own
-//! table, which has no `expire_at`), `connect` fails with [`Error::Backend`] naming what is
+//! When a table of that name exists but lacks something dlock needs (for example a lock table
+//! from another implementation, which has no `expire_at`), `connect` fails with [`Error::Backend`] naming what is
 //! missing and the exact `ALTER TABLE` that fixes it, e.g.
 //! ``ALTER TABLE `distributed_lock` ADD COLUMN `expire_at` DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00'``
 //! (rows written by code that knows no lease then count as expired, so they can be taken over).
@@ -44,11 +45,11 @@
 //!
 //! | step | statement | round trips |
 //! |---|---|---|
-//! | acquire | `INSERT (lock_name, secret_key, expire_at)`; the unique key makes a second holder fail with error 1062 | 1 when free |
-//! | busy | `SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) WHERE lock_name = ?`: the holder's remaining lease | 1 per poll |
-//! | takeover | `DELETE WHERE lock_name = ? AND expire_at < UTC_TIMESTAMP(6)`, then the acquire `INSERT` again | 2 |
-//! | release | `DELETE WHERE lock_name = ? AND secret_key = ?`; 0 rows: not ours | 1 |
-//! | extend | `UPDATE SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)`; 0 rows: not ours | 1 |
+//! | acquire | `INSERT (lock_name, secret_key, expire_at)`; the unique key makes a second holder's `INSERT` fail (duplicate key, error 1062) | one, when free |
+//! | busy | `SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) WHERE lock_name = ?`: the holder's remaining lease | one per poll |
+//! | takeover | `DELETE WHERE lock_name = ? AND expire_at < UTC_TIMESTAMP(6)`, then the acquire `INSERT` again | two |
+//! | release | `DELETE WHERE lock_name = ? AND secret_key = ?`; no row deleted: not ours | one |
+//! | extend | `UPDATE SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)`; no row changed: not ours | one |
 //!
 //! A release after the lease ran out but before anyone took the key over still deletes the row
 //! and succeeds: nobody else held the key in between.
@@ -74,7 +75,7 @@
 //! # Keys
 //!
 //! `lock_name` must be at most 255 characters and is compared with the table's collation, which
-//! may ignore case and trailing spaces (the seed's table uses the database default). So a key is
+//! may ignore case and trailing spaces (a table created by dlock uses the database default). So a key is
 //! stored **as is** only when it has at most 190 bytes, all of `a-z 0-9 : _ - . /` (no capitals,
 //! no spaces: distinct under any collation). Any other key is stored as a readable prefix (its
 //! first 64 characters, capitals lowered, any other character as `_`), a `~`, and the hex SHA-256
