@@ -738,3 +738,89 @@ async fn a_half_open_notice_connection_is_noticed_and_replaced() {
     );
     guard.release().await.unwrap();
 }
+
+/// Locks and releases `key` once on `locker`, retrying while a restarted server's connection
+/// comes back; the fence.
+async fn fence_of_one_cycle(locker: &Locker, key: &str) -> u64 {
+    let until = Instant::now() + 10 * SECOND;
+    loop {
+        match locker.lock(key).ttl(10 * SECOND).wait(5 * SECOND).await {
+            Ok(guard) => {
+                let fence = guard.fence().expect("redis gives fences");
+                guard.release().await.unwrap();
+                return fence;
+            }
+            Err(e) => {
+                assert!(Instant::now() < until, "no lock after the server came back: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Issue 12: fences never go back when the server loses its counters, by a restart that kept
+/// nothing or by a flush.
+#[tokio::test]
+async fn fences_keep_growing_across_a_restart_that_kept_nothing_and_a_flush() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let locker = connect("private Redis", &url).await;
+    let mut last = 0;
+    for _ in 0..5 {
+        let fence = fence_of_one_cycle(&locker, "k").await;
+        assert!(fence > last, "{fence} after {last}");
+        last = fence;
+    }
+    // A restart without persistence: the counter is gone.
+    let port = server.kill();
+    let server = RedisServer::start_on(port);
+    let other = connect("private Redis", &url).await; // a process that never saw the fences
+    for locker in [&locker, &other] {
+        let fence = fence_of_one_cycle(locker, "k").await;
+        assert!(fence > last, "after the restart: {fence} after {last}");
+        last = fence;
+    }
+    // A flush.
+    let mut con = raw_to(&server).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    for locker in [&other, &locker] {
+        let fence = fence_of_one_cycle(locker, "k").await;
+        assert!(fence > last, "after FLUSHALL: {fence} after {last}");
+        last = fence;
+    }
+}
+
+/// Issue 12: when the assumption behind seeded fences breaks (the server's clock is behind
+/// fences already handed out), the client refuses rather than hand out a lower fence.
+#[tokio::test]
+async fn a_server_clock_behind_the_fences_seen_is_refused() {
+    let server = RedisServer::start();
+    let locker = connect("private Redis", &server.url()).await;
+    let mut con = raw_to(&server).await;
+    // A counter from an hour ahead, as a server with a clock an hour fast would have seeded it.
+    let (secs, micros): (String, String) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+    let now: u64 = format!("{secs}{micros:0>6}").parse().unwrap();
+    let ahead = now + 3_600_000_000;
+    let _: () = con.set("dlock:{k}:fence", ahead).await.unwrap();
+    let fence = fence_of_one_cycle(&locker, "k").await;
+    assert_eq!(fence, ahead + 1);
+    // The counter is lost; the server's clock is now behind what this client has seen.
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    let refused = locker.lock("k").ttl(10 * SECOND).wait(SECOND).await;
+    match refused {
+        Err(Error::Backend { source, .. }) => {
+            assert!(source.to_string().contains("refusing"), "{source}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nothing is left held by the refused acquire (the locker releases it in the background).
+    let until = Instant::now() + 5 * SECOND;
+    loop {
+        let holder: Option<String> = con.get("dlock:{k}").await.unwrap();
+        if holder.is_none() {
+            break;
+        }
+        assert!(Instant::now() < until, "the refused acquire left the key held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -19,6 +19,34 @@
 //!   lock between the two, and the `DEL` would free *their* lock.
 //! - **extend** (also the watchdog's renewal): if `GET lock == token` then `PEXPIRE lock ttl`.
 //!
+//! # Fences
+//! A fence must never repeat or go back for a key, also when the server loses its counter: a
+//! restart that kept nothing, a `FLUSHALL`/`FLUSHDB`, a failover to a replica that missed the
+//! last `INCR`. A counter that starts again from 1 would let a stale holder's writes through
+//! once the new fences catch up with the old ones. So the counter is **seeded from the
+//! server's clock**, in microseconds since 1970, whenever it is found unseeded:
+//!
+//! - the acquire transaction's `INCR` answers as before; a value below 10^15 (September 2001 in
+//!   µs) can only come from an `INCR` on a missing counter (a new key, or a lost one). The
+//!   winner, still holding the lock, then runs one script: `TIME` → `now` (µs); the counter is
+//!   set to `max(counter, now)` and incremented; that is its fence. One extra round trip, once
+//!   per key and per loss of its counter; a hand-off never seeds (it lets the key go free
+//!   instead, and the waiter's own attempt seeds it).
+//! - **Why a fence cannot repeat or go back.** Assume (A) the server's clock does not go back
+//!   (across a restart or to a failed-over replica: NTP-synchronized clocks), and (B) a key's
+//!   counter is incremented less often than once per microsecond on average since it was
+//!   seeded (each increment is a round trip to one single-threaded server; Redis executes well
+//!   under 10^6 commands per second). A counter seeded at time `s` holds, at any later time
+//!   `t`, at most `s + (increments since s) < s + (t − s) = t`: every fence issued up to `t` is
+//!   below `t`. When the counter is lost and re-seeded at `t' ≥ t`, the next fence is
+//!   `t' + 1 > t >` every earlier fence. Without a loss, `INCR` alone only grows.
+//! - **When (A) breaks**, the client notices what it can: each backend remembers the highest
+//!   fence it handed out, and the seeding script refuses (an [`Error::Backend`] that says why)
+//!   when the server's clock is not past it, rather than hand out a lower fence. Another
+//!   process that never saw the higher fences cannot tell; that is the assumption.
+//! - Fences are therefore large numbers (about 1.7 × 10^15); compare them, do not count on
+//!   them being dense. They fit in an `i64`/`BIGINT` column.
+//!
 //! # Key mapping
 //! A user key `k` becomes three Redis names that share one hash tag, so they live in one slot and
 //! the scripts work unchanged on Redis Cluster:
@@ -106,13 +134,44 @@ return 0",
 
 /// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
 /// lease and fence, without ever being free (no notice, no second round trip).
+/// Returns -2 without touching anything when the fence counter is not seeded (lost in a restart
+/// or flush): the releaser then lets the key go free and the waiter's own attempt re-seeds it.
 static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if tonumber(redis.call('GET', KEYS[2]) or '0') < 1e15 then
+    return -2
+  end
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return redis.call('INCR', KEYS[2])
 end
 return 0",
+    )
+});
+
+/// Fences below this (1e15 µs after 1970, i.e. September 2001) come from a counter that was
+/// not seeded from the server's clock: created by `INCR` on a missing key (a new key, or one
+/// lost to a restart, a flush or a failover). See the module docs, "Fences".
+const SEEDED: u64 = 1_000_000_000_000_000;
+
+/// Seeds the fence counter of a lock we hold from the server's clock (µs) and draws a fence:
+/// `{1, fence}`; `{0, 0}` when the lock is no longer ours; `{-1, now}` when the server's clock
+/// is not past `ARGV[2]`, the highest fence this client has seen (a clock that went backwards,
+/// or a failover to a server whose clock is behind): refusing beats handing out a lower fence.
+static SEED_FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0, 0}
+end
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%06d', tonumber(t[2]))
+if tonumber(now) <= tonumber(ARGV[2]) then
+  return {-1, now}
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(now) then
+  redis.call('SET', KEYS[2], now)
+end
+return {1, redis.call('INCR', KEYS[2])}",
     )
 });
 
@@ -172,6 +231,8 @@ pub struct RedisBackend {
     client: redis::Client,
     commands: ConnectionManager,
     notices: Arc<Notices>,
+    /// The highest fence this backend has handed out: a re-seeded counter must start above it.
+    highest_fence: AtomicU64,
     /// The pub/sub connection, opened on the first wait.
     pubsub: OnceCell<Arc<NoticeConnection>>,
     attempts: AtomicU64,
@@ -213,6 +274,7 @@ impl RedisBackend {
             client,
             commands,
             notices: Arc::new(Notices::default()),
+            highest_fence: AtomicU64::new(0),
             pubsub: OnceCell::new(),
             attempts: AtomicU64::new(0),
         })
@@ -265,7 +327,8 @@ impl RedisBackend {
         };
         let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence counter"))?;
         if set.is_some() {
-            return Ok(Some((fence, sent_at)));
+            let fence = self.seeded(keys, token, fence).await?;
+            return Ok(fence.map(|f| (f, sent_at)));
         }
         if holder.as_deref() != Some(token) {
             return Ok(None);
@@ -280,7 +343,47 @@ impl RedisBackend {
             .invoke_async(&mut con)
             .await
             .map_err(backend_err)?;
-        Ok((extended == 1).then_some((fence, sent_at)))
+        if extended != 1 {
+            return Ok(None);
+        }
+        let fence = self.seeded(keys, token, fence).await?;
+        Ok(fence.map(|f| (f, sent_at)))
+    }
+
+    /// `fence` as drawn, if its counter was seeded; else the counter is seeded from the server's
+    /// clock and a new fence drawn (one more round trip, once per key and per loss of its
+    /// counter). Records the highest fence seen. `None` when the lock is no longer ours.
+    async fn seeded(&self, keys: &RedisKeys, token: &str, fence: u64) -> Result<Option<u64>> {
+        let fence = if fence >= SEEDED {
+            fence
+        } else {
+            let mut con = self.commands.clone();
+            let seen = self.highest_fence.load(Ordering::Acquire);
+            let (outcome, value): (i64, String) = SEED_FENCE
+                .key(&keys.lock)
+                .key(&keys.fence)
+                .arg(token)
+                .arg(seen)
+                .invoke_async(&mut con)
+                .await
+                .map_err(backend_err)?;
+            match outcome {
+                1 => value
+                    .parse()
+                    .map_err(|_| backend_err(format!("unexpected fence `{value}`")))?,
+                0 => return Ok(None),
+                _ => {
+                    return Err(backend_err(format!(
+                        "refusing to hand out a fence: the fence counter of this key was lost \
+                         (a restart, a flush or a failover) and the server's clock ({value} µs) is \
+                         not past the highest fence this client has seen ({seen}); a lower fence \
+                         would let a stale holder's writes through. Check the server's clock"
+                    )))
+                }
+            }
+        };
+        self.highest_fence.fetch_max(fence, Ordering::AcqRel);
+        Ok(Some(fence))
     }
 
     /// Gives up on a hand-off still in flight when the wait has run out: the releaser will undo
@@ -928,24 +1031,33 @@ impl Backend for RedisBackend {
                     .await
                     .map_err(backend_err)?;
                 settle.0 = None;
-                let granted = u64::try_from(fence).ok().filter(|f| *f > 0);
-                let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
-                if abandoned {
-                    // The waiter's acquire was dropped while the lock was on its way: give the
-                    // lock up for it (its own cancel-release may have run before the hand-off).
-                    if granted.is_some() {
-                        let _: i64 = RELEASE
-                            .key(&keys.lock)
-                            .arg(&waiter.token)
-                            .arg(&keys.channel)
-                            .invoke_async(&mut con)
-                            .await
-                            .map_err(backend_err)?;
-                    }
+                if fence == -2 {
+                    // The counter is not seeded: no hand-off; the key goes free below and the
+                    // waiter's own attempt seeds it.
+                    waiter.settle(None);
                 } else {
-                    waiter.settle(granted.map(|f| (f, sent_at)));
+                    let granted = u64::try_from(fence).ok().filter(|f| *f > 0);
+                    if let Some(f) = granted {
+                        self.highest_fence.fetch_max(f, Ordering::AcqRel);
+                    }
+                    let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
+                    if abandoned {
+                        // The waiter's acquire was dropped while the lock was on its way: give the
+                        // lock up for it (its own cancel-release may have run before the hand-off).
+                        if granted.is_some() {
+                            let _: i64 = RELEASE
+                                .key(&keys.lock)
+                                .arg(&waiter.token)
+                                .arg(&keys.channel)
+                                .invoke_async(&mut con)
+                                .await
+                                .map_err(backend_err)?;
+                        }
+                    } else {
+                        waiter.settle(granted.map(|f| (f, sent_at)));
+                    }
+                    return Ok(granted.is_some());
                 }
-                return Ok(granted.is_some());
             }
             let released: i64 = RELEASE
                 .key(&keys.lock)
