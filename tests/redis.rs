@@ -751,7 +751,10 @@ async fn fence_of_one_cycle(locker: &Locker, key: &str) -> u64 {
                 return fence;
             }
             Err(e) => {
-                assert!(Instant::now() < until, "no lock after the server came back: {e}");
+                assert!(
+                    Instant::now() < until,
+                    "no lock after the server came back: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -820,7 +823,71 @@ async fn a_server_clock_behind_the_fences_seen_is_refused() {
         if holder.is_none() {
             break;
         }
-        assert!(Instant::now() < until, "the refused acquire left the key held");
+        assert!(
+            Instant::now() < until,
+            "the refused acquire left the key held"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Issue 12, `?replicas=1`: a grant returns only once the replica has it; a replica that does
+/// not confirm makes the acquire fail and leaves nothing held; after a failover to the replica
+/// the lock is still held and fences keep growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_a_grant_survives_a_failover_and_an_unconfirmed_one_is_withdrawn() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_replica_of(primary.port);
+    let url = format!("{}?replicas=1", primary.url());
+    let locker = connect("private Redis primary", &url).await;
+    let mut on_replica = raw_to(&replica).await;
+
+    let guard = locker.lock("k").ttl(60 * SECOND).await.unwrap();
+    let fence = guard.fence().unwrap();
+    // Confirmed before the acquire returned: the replica has the lock and the fence already.
+    let (held, counter): (Option<String>, Option<u64>) = redis::pipe()
+        .get("dlock:{k}")
+        .get("dlock:{k}:fence")
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    assert!(held.is_some(), "the replica has no lock key");
+    assert_eq!(counter, Some(fence));
+
+    // A replica that does not answer: the grant is withdrawn and the acquire fails.
+    replica.pause();
+    let started = Instant::now();
+    let unconfirmed = locker.lock("other").ttl(60 * SECOND).wait(3 * SECOND).await;
+    assert!(started.elapsed() < 5 * SECOND, "{:?}", started.elapsed());
+    match unconfirmed {
+        Err(Error::Backend { source, .. }) => {
+            assert!(source.to_string().contains("replica"), "{source}")
+        }
+        other => panic!("expected an unconfirmed grant to fail, got {other:?}"),
+    }
+    let mut on_primary = raw_to(&primary).await;
+    let left: Option<String> = on_primary.get("dlock:{other}").await.unwrap();
+    assert!(
+        left.is_none(),
+        "the unconfirmed grant was left on the primary"
+    );
+    replica.resume();
+
+    // Failover: the primary dies right after the grant; the replica is promoted.
+    drop(primary);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    let after = connect("promoted replica", &replica.url()).await;
+    assert!(
+        after.try_lock("k").await.unwrap().is_none(),
+        "the lock granted before the failover was lost"
+    );
+    drop(guard);
+    let _: () = on_replica.del("dlock:{k}").await.unwrap(); // the old holder's lease, ended early
+    let next = fence_of_one_cycle(&after, "k").await;
+    assert!(next > fence, "fence {next} after {fence}");
 }

@@ -184,7 +184,7 @@ impl Locker {
     /// | URL | backend | cargo feature |
     /// |---|---|---|
     /// | `memory://` | a new in-process lock space | (always) |
-    /// | `redis://[user:pass@]host:port[/db]` | Redis | `redis` |
+    /// | `redis://[user:pass@]host:port[/db][?replicas=N]` | Redis; with `replicas`, a grant or renewal counts once N replicas have it | `redis` |
     /// | `redlock://host:port,host:port,host:port` | Redlock over N masters | `redlock` |
     /// | `mysql://user[:pass]@host:port/db[?table=distributed_lock]` (`mariadb://` too) | MySQL / MariaDB table | `mysql` |
     /// | `zookeeper://host:port[,host:port]/root[?session_timeout=10s]` (`zk://` too) | ZooKeeper | `zookeeper` |

@@ -101,6 +101,33 @@ impl RedisServer {
 
     /// Starts a server on `port` (e.g. again after [`kill`](Self::kill)).
     pub fn start_on(port: u16) -> RedisServer {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a replica of the server on `primary` (on a free port), and waits until it has
+    /// synchronized.
+    pub fn start_replica_of(primary: u16) -> RedisServer {
+        let primary_port = primary.to_string();
+        let replica = Self::start_with(free_port(), &["--replicaof", "127.0.0.1", &primary_port]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("redis-cli")
+                .args(["-p", &replica.port.to_string(), "INFO", "replication"])
+                .output()
+                .expect("redis-cli");
+            if String::from_utf8_lossy(&out.stdout).contains("master_link_status:up") {
+                return replica;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the replica did not sync"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a server on `port` with extra command-line arguments.
+    pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("dlock-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let child = Command::new("redis-server")
@@ -116,6 +143,7 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {

@@ -31,6 +31,8 @@ pub mod mysql;
 pub mod redis;
 #[cfg(feature = "redlock")]
 pub mod redlock;
+#[cfg(feature = "redis")]
+mod url_params;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 

@@ -93,6 +93,15 @@
 //! waiters retry. A queued waiter makes sure its channel is subscribed before each attempt, so
 //! after a disconnection it listens again before it looks at the key.
 //!
+//! # Replicas
+//! `?replicas=N` on the URL: a grant (and each renewal) counts only once N replicas have it —
+//! `WAIT N 1000` after it on the same connection. A grant not confirmed within a second is
+//! withdrawn (token-checked release) and the acquire fails with [`Error::Backend`]; a renewal
+//! not confirmed is a failed renewal (the watchdog retries until the lease deadline). So a
+//! failover to a replica that had confirmed keeps the lock and its fence. Without it,
+//! replication is asynchronous: a failover right after a grant can lose the lock (a second
+//! holder gets in), and the fence counter (re-seeded from the clock, see "Fences") still grows.
+//!
 //! # Eviction
 //! `connect` refuses a server with a `maxmemory` limit and any `maxmemory-policy` other than
 //! `noeviction`: under `volatile-*` Redis may evict a lock key (it has a TTL) before its lease
@@ -233,6 +242,8 @@ pub struct RedisBackend {
     notices: Arc<Notices>,
     /// The highest fence this backend has handed out: a re-seeded counter must start above it.
     highest_fence: AtomicU64,
+    /// `?replicas=N`: a grant or renewal counts once N replicas have it (`WAIT`).
+    replicas: u32,
     /// The pub/sub connection, opened on the first wait.
     pubsub: OnceCell<Arc<NoticeConnection>>,
     attempts: AtomicU64,
@@ -258,10 +269,22 @@ impl RedisBackend {
     /// [`Error::InvalidUrl`] for a URL the `redis` crate rejects; [`Error::Backend`] when the
     /// server does not answer within the connect timeout.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
-            url: mask_password(url),
-            reason: format!("{e}; expected redis://[user:pass@]host:port[/db]"),
-        })?;
+        let (url_for_client, replicas) = super::url_params::take_param(url, "replicas");
+        let replicas = match replicas {
+            None => 0,
+            Some(n) => n.parse::<u32>().map_err(|_| Error::InvalidUrl {
+                url: mask_password(url),
+                reason: format!(
+                    "`replicas={n}` is not a number; `?replicas=1` makes a grant count once one \
+                     replica has it"
+                ),
+            })?,
+        };
+        let client =
+            redis::Client::open(url_for_client.as_str()).map_err(|e| Error::InvalidUrl {
+                url: mask_password(url),
+                reason: format!("{e}; expected redis://[user:pass@]host:port[/db]"),
+            })?;
         let commands = tokio::time::timeout(
             CONNECT_TIMEOUT * 2,
             ConnectionManager::new_with_config(client.clone(), manager_config()),
@@ -275,6 +298,7 @@ impl RedisBackend {
             commands,
             notices: Arc::new(Notices::default()),
             highest_fence: AtomicU64::new(0),
+            replicas,
             pubsub: OnceCell::new(),
             attempts: AtomicU64::new(0),
         })
@@ -328,6 +352,9 @@ impl RedisBackend {
         let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence counter"))?;
         if set.is_some() {
             let fence = self.seeded(keys, token, fence).await?;
+            if fence.is_some() {
+                self.replicated_or_undo(keys, token).await?;
+            }
             return Ok(fence.map(|f| (f, sent_at)));
         }
         if holder.as_deref() != Some(token) {
@@ -347,7 +374,47 @@ impl RedisBackend {
             return Ok(None);
         }
         let fence = self.seeded(keys, token, fence).await?;
+        if fence.is_some() {
+            self.replicated_or_undo(keys, token).await?;
+        }
         Ok(fence.map(|f| (f, sent_at)))
+    }
+
+    /// With `?replicas=N`: whether N replicas have every write this connection made so far
+    /// (`WAIT N`, at most [`REPLICA_WAIT`]). Always true without it.
+    async fn replicated(&self) -> Result<bool> {
+        if self.replicas == 0 {
+            return Ok(true);
+        }
+        let mut con = self.commands.clone();
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(REPLICA_WAIT.as_millis() as u64)
+            .query_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        Ok(acked >= i64::from(self.replicas))
+    }
+
+    /// A grant that the replicas did not confirm is withdrawn (token-checked release) and the
+    /// acquire fails: a failover could otherwise lose it.
+    async fn replicated_or_undo(&self, keys: &RedisKeys, token: &str) -> Result<()> {
+        if self.replicated().await? {
+            return Ok(());
+        }
+        let mut con = self.commands.clone();
+        let _: i64 = RELEASE
+            .key(&keys.lock)
+            .arg(token)
+            .arg(&keys.channel)
+            .invoke_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        Err(backend_err(format!(
+            "fewer than {} replica(s) confirmed the grant within {REPLICA_WAIT:?} (?replicas={}); \
+             the grant was withdrawn: a failover could have lost it",
+            self.replicas, self.replicas
+        )))
     }
 
     /// `fence` as drawn, if its counter was seeded; else the counter is seeded from the server's
@@ -474,6 +541,9 @@ impl RedisBackend {
         Ok(())
     }
 }
+
+/// How long a grant or renewal waits for `?replicas=N` to confirm it.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the notice connection is checked while waiters listen on it, and how long its
 /// `PING` may take: a connection that stopped answering (a half-open socket, a server that
@@ -1036,9 +1106,20 @@ impl Backend for RedisBackend {
                     // waiter's own attempt seeds it.
                     waiter.settle(None);
                 } else {
-                    let granted = u64::try_from(fence).ok().filter(|f| *f > 0);
+                    let mut granted = u64::try_from(fence).ok().filter(|f| *f > 0);
                     if let Some(f) = granted {
                         self.highest_fence.fetch_max(f, Ordering::AcqRel);
+                        // Not confirmed by the replicas: withdrawn; the waiter tries again.
+                        if !self.replicated().await? {
+                            let _: i64 = RELEASE
+                                .key(&keys.lock)
+                                .arg(&waiter.token)
+                                .arg(&keys.channel)
+                                .invoke_async(&mut con)
+                                .await
+                                .map_err(backend_err)?;
+                            granted = None;
+                        }
                     }
                     let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
                     if abandoned {
@@ -1086,6 +1167,12 @@ impl Backend for RedisBackend {
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend_err)?;
+            if extended == 1 && !self.replicated().await? {
+                return Err(backend_err(format!(
+                    "fewer than {} replica(s) confirmed the renewal within {REPLICA_WAIT:?}",
+                    self.replicas
+                )));
+            }
             Ok(extended == 1)
         })
     }
