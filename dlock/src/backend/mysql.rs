@@ -65,10 +65,10 @@
 //! **Fence.** The row's `AUTO_INCREMENT` `id`, returned by the winning `INSERT` itself (no extra
 //! round trip). Every acquisition inserts a new row, so every holder gets a new id from the
 //! table's counter, which only grows: fences strictly increase per key (and across keys of the
-//! table) and an id is never handed out twice. Two caveats of InnoDB, both outside dlock's
-//! control: MySQL before 8.0 recomputes the counter as `MAX(id) + 1` at a server restart, so ids
-//! of deleted rows can come back after a restart there (MariaDB ≥ 10.2.4 and MySQL ≥ 8.0 persist
-//! the counter); and the id is drawn at the start of the `INSERT`, before the unique-key check, so
+//! table) and an id is never handed out twice. Two caveats of InnoDB: MySQL before 8.0 (and
+//! MariaDB before 10.2.4) recomputes the counter as `MAX(id) + 1` at a server restart, so ids of
+//! deleted rows can come back after a restart there; `connect` reads `VERSION()` and refuses
+//! such a server unless the URL says `?allow_fence_reset=true`. And the id is drawn at the start of the `INSERT`, before the unique-key check, so
 //! with `innodb_autoinc_lock_mode` 1 or 2 an `INSERT` stalled between the two for longer than a
 //! whole other holder's tenure could win with a smaller id than that holder's.
 //!
@@ -281,7 +281,9 @@ impl MysqlBackend {
     /// Connects to `url` (`mysql://user[:password]@host[:port]/database[?table=name]`; the
     /// `mariadb://` scheme is the same), and creates the lock table if it is missing.
     ///
-    /// Query parameters other than `table` are sqlx's (`ssl-mode`, `charset`, ...).
+    /// Query parameters other than `table` and `allow_fence_reset=true` (accept a server that
+    /// resets AUTO_INCREMENT at restart, see "Fence" in the module docs) are sqlx's
+    /// (`ssl-mode`, `charset`, ...).
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for a URL sqlx cannot parse, one without a database, or a table name
@@ -289,7 +291,7 @@ impl MysqlBackend {
     /// be reached (at once, or after 5 s when it does not answer), and when the table exists
     /// without the columns dlock needs (the message gives the `ALTER TABLE` that adds them).
     pub async fn connect(url: &str) -> Result<Self> {
-        let (options, table) = parse_url(url)?;
+        let (options, table, allow_fence_reset) = parse_url(url)?;
         // One connection opened directly: the pool would retry a refused connection until its
         // acquire timeout and then report only "timed out", hiding the cause.
         let host = format!("{}:{}", options.get_host(), options.get_port());
@@ -317,6 +319,19 @@ impl MysqlBackend {
                 )))
             }
         };
+        let version: std::result::Result<String, _> =
+            bounded(sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut conn)).await;
+        if let Ok(version) = version {
+            if !allow_fence_reset && !autoinc_survives_restart(&version) {
+                let _ = conn.close().await;
+                return Err(backend_err(format!(
+                    "the server at {} runs {version}, which resets AUTO_INCREMENT counters to \
+                     MAX(id)+1 when it restarts, so fences could repeat after a restart; use \
+                     MySQL 8.0+ or MariaDB 10.2.4+, or accept it with `?allow_fence_reset=true`",
+                    mask_password(url)
+                )));
+            }
+        }
         let checked = tokio::time::timeout(STATEMENT_TIMEOUT, ensure_table(&mut conn, &table))
             .await
             .unwrap_or_else(|_| {
@@ -580,17 +595,19 @@ impl Backend for MysqlBackend {
 }
 
 /// Splits `?table=` off `url` and parses the rest with sqlx.
-fn parse_url(url: &str) -> Result<(MySqlConnectOptions, String)> {
+fn parse_url(url: &str) -> Result<(MySqlConnectOptions, String, bool)> {
     let bad = |reason: String| Error::InvalidUrl {
         url: mask_password(url),
         reason,
     };
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut table = None;
+    let mut allow_fence_reset = false;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("table", name)) => table = Some(name.to_owned()),
+            Some(("allow_fence_reset", v)) => allow_fence_reset = v == "true",
             _ => rest.push(pair),
         }
     }
@@ -618,7 +635,27 @@ fn parse_url(url: &str) -> Result<(MySqlConnectOptions, String)> {
                 .into(),
         ));
     }
-    Ok((options, table))
+    Ok((options, table, allow_fence_reset))
+}
+
+/// Whether the server keeps its AUTO_INCREMENT counters across a restart: MySQL 8.0+ and
+/// MariaDB 10.2.4+ persist them; older servers recompute `MAX(id) + 1` at start-up, so the ids
+/// (the fences) of deleted rows come back. `version` is `SELECT VERSION()`.
+fn autoinc_survives_restart(version: &str) -> bool {
+    // MariaDB may report a "5.5.5-" prefix for old clients' sake.
+    let version = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    let v = |i: usize| numbers.get(i).copied().unwrap_or(0);
+    let triple = (v(0), v(1), v(2));
+    if version.to_ascii_lowercase().contains("mariadb") {
+        triple >= (10, 2, 4)
+    } else {
+        triple >= (8, 0, 0)
+    }
 }
 
 /// Creates the lock table when missing; checks an existing one has what dlock needs.
@@ -758,4 +795,26 @@ pub fn lock_name(key: &str) -> Cow<'_, str> {
     name.push('~');
     name.push_str(&sha256_hex(key.as_bytes()));
     Cow::Owned(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::autoinc_survives_restart;
+
+    #[test]
+    fn servers_that_keep_auto_increment_across_a_restart() {
+        for (version, keeps) in [
+            ("10.11.6-MariaDB-0+deb12u1", true),
+            ("5.5.5-10.11.6-MariaDB", true),
+            ("10.2.4-MariaDB", true),
+            ("10.2.3-MariaDB-log", false),
+            ("10.1.48-MariaDB", false),
+            ("8.0.36", true),
+            ("8.4.0-commercial", true),
+            ("5.7.44-log", false),
+            ("5.6.51", false),
+        ] {
+            assert_eq!(autoinc_survives_restart(version), keeps, "{version}");
+        }
+    }
 }
