@@ -730,3 +730,112 @@ async fn a_cancelled_acquire_leaves_no_ghost_node_behind() {
         .expect("a ghost node of the cancelled acquire holds the key");
     next.release().await.unwrap();
 }
+
+/// A private ZooKeeper server (standalone, its own data directory) on a free port, stopped by
+/// pid on drop; `kill` and `start_on` restart it on the same port and data.
+struct ZkServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl ZkServer {
+    fn start() -> ZkServer {
+        let port = support::free_port();
+        let dir = std::env::temp_dir().join(format!("dlock-zk-{port}-{}", std::process::id()));
+        Self::start_on(port, dir)
+    }
+
+    fn start_on(port: u16, dir: std::path::PathBuf) -> ZkServer {
+        std::fs::create_dir_all(dir.join("data")).expect("zk dir");
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=2000\ndataDir={}\nclientPort={port}\nadmin.enableServer=false\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("zoo.cfg");
+        let child = std::process::Command::new("java")
+            .args([
+                "-cp",
+                "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar",
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+            ])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start a private ZooKeeper ({e}); install it with `scripts/services.sh up`")
+            });
+        ZkServer { port, dir, child }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "zookeeper://127.0.0.1:{}/dlock-restart?session_timeout=4s",
+            self.port
+        )
+    }
+
+    /// SIGKILL; the data directory stays for a restart.
+    fn kill(mut self) -> (u16, std::path::PathBuf) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.port, self.dir.clone())
+    }
+}
+
+impl Drop for ZkServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects to a private server that may still be starting.
+async fn connect_when_up(url: &str) -> Locker {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Locker::connect(url).await {
+            Ok(locker) => return locker,
+            Err(e) => {
+                assert!(Instant::now() < until, "private ZooKeeper at {url}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Issue 12: the fence (the lock node's czxid) keeps growing across a server restart that kept
+/// its data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_keep_growing_across_a_server_restart() {
+    let server = ZkServer::start();
+    let url = server.url();
+    let locker = connect_when_up(&url).await;
+    let mut last = 0;
+    for _ in 0..3 {
+        let guard = locker.lock("k").await.unwrap();
+        let fence = guard.fence().unwrap();
+        assert!(fence > last);
+        last = fence;
+        guard.release().await.unwrap();
+    }
+    locker.close().await.unwrap();
+    let (port, dir) = server.kill();
+    let server = ZkServer::start_on(port, dir.clone());
+    let after = connect_when_up(&server.url()).await;
+    let guard = after.lock("k").await.unwrap();
+    let fence = guard.fence().unwrap();
+    assert!(
+        fence > last,
+        "fence {fence} after {last} across the restart"
+    );
+    guard.release().await.unwrap();
+    after.close().await.unwrap();
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
