@@ -696,7 +696,7 @@ async fn a_half_open_notice_connection_is_noticed_and_replaced() {
     let proxy = support::FreezingProxy::start(server.port);
     let a = connect(
         "private Redis",
-        &format!("redis://127.0.0.1:{}", proxy.port),
+        &format!("redis://127.0.0.1:{}?restart_delay=0", proxy.port),
     )
     .await;
     let b = connect("private Redis", &server.url()).await;
@@ -838,7 +838,7 @@ async fn a_server_clock_behind_the_fences_seen_is_refused() {
 async fn with_replicas_a_grant_survives_a_failover_and_an_unconfirmed_one_is_withdrawn() {
     let primary = RedisServer::start();
     let replica = RedisServer::start_replica_of(primary.port);
-    let url = format!("{}?replicas=1", primary.url());
+    let url = format!("{}&replicas=1", primary.url());
     let locker = connect("private Redis primary", &url).await;
     let mut on_replica = raw_to(&replica).await;
 
@@ -890,4 +890,42 @@ async fn with_replicas_a_grant_survives_a_failover_and_an_unconfirmed_one_is_wit
     let _: () = on_replica.del("dlock:{k}").await.unwrap(); // the old holder's lease, ended early
     let next = fence_of_one_cycle(&after, "k").await;
     assert!(next > fence, "fence {next} after {fence}");
+}
+
+/// Issue 12, delayed restart: after a restart that kept nothing, no lock is granted until the
+/// server has been up for `?restart_delay=` (a holder from before the restart may still be
+/// inside its lease); a one-attempt request within the delay is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_that_kept_nothing_no_lock_is_granted_before_the_restart_delay() {
+    let server = RedisServer::start();
+    let before = connect("private Redis", &server.url()).await;
+    let old = before.lock("k").ttl(3 * SECOND).await.unwrap();
+    let port = server.kill();
+    let _server = RedisServer::start_on(port);
+    let restarted = Instant::now();
+    let url = format!("redis://127.0.0.1:{port}?restart_delay=3s");
+    let after = connect("restarted Redis", &url).await;
+    let busy = after
+        .lock("k")
+        .ttl(10 * SECOND)
+        .wait(Duration::from_millis(500))
+        .await;
+    assert!(matches!(busy, Err(Error::Busy { .. })), "{busy:?}");
+    let guard = after
+        .lock("k")
+        .ttl(10 * SECOND)
+        .wait(10 * SECOND)
+        .await
+        .unwrap();
+    // Up for 3 s at least (uptime is counted in whole seconds, from slightly before
+    // `restarted`); the upper bound is generous for a loaded machine.
+    let waited = restarted.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "granted after {waited:?}"
+    );
+    assert!(waited < 10 * SECOND, "granted after {waited:?}");
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+    drop(old);
 }

@@ -5,9 +5,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The Redis URL the tests use: `DLOCK_TEST_REDIS_URL` or `redis://127.0.0.1:6379`.
+/// The Redis URL the tests use: `DLOCK_TEST_REDIS_URL` or `redis://127.0.0.1:6379`, without
+/// dlock's delay after a server restart (the test servers are fresh; the delay has a test of
+/// its own).
 pub fn redis_url() -> String {
-    std::env::var("DLOCK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    std::env::var("DLOCK_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379?restart_delay=0".into())
 }
 
 /// The MariaDB/MySQL URL the tests use: `DLOCK_TEST_MYSQL_URL` or `mysql://root@127.0.0.1:3306/test`.
@@ -161,7 +164,7 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}?restart_delay=0", self.port)
     }
 
     fn signal(&self, sig: &str) {

@@ -173,7 +173,9 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
     let fenced_op = floor(con.clone(), Shape::LuaFenced, &run, "fenced");
     let fenced_cm = floor(manager, Shape::LuaFenced, &run, "fencedcm");
     let fenced_multi = floor(con.clone(), Shape::MultiFenced, &run, "multi");
-    let locker = dlock::Locker::connect(url).await.map_err(err)?;
+    let locker = dlock::Locker::connect(&crate::without_restart_delay(url))
+        .await
+        .map_err(err)?;
     let dlock_op: Op = {
         let run = run.clone();
         Arc::new(move |t| {

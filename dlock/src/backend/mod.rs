@@ -31,7 +31,7 @@ pub mod mysql;
 pub mod redis;
 #[cfg(feature = "redlock")]
 pub mod redlock;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "zookeeper"))]
 mod url_params;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;

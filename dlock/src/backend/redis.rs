@@ -93,6 +93,19 @@
 //! waiters retry. A queued waiter makes sure its channel is subscribed before each attempt, so
 //! after a disconnection it listens again before it looks at the key.
 //!
+//! # Restarts
+//! A Redis restart that kept nothing (no AOF/RDB) frees every lock at once, while their holders
+//! may still be inside their leases. The Redis documentation's answer is a *delayed restart*:
+//! keep the restarted server out of use for longer than the longest lease. dlock does it from
+//! the client: when a grant finds the key's state lost (its fence counter missing: see
+//! "Fences"), it asks the server's uptime (`INFO server`, only on that rare path); if the
+//! server has been up for less than `?restart_delay=` (default 30 s, the default watchdog lease;
+//! set it to your longest `ttl`), the grant is given back and acquires wait (within their
+//! `.wait`) until the server has been up that long. A fresh server looks the same as a
+//! restarted one, so locks wait during its first 30 s too; `?restart_delay=0` turns it off
+//! (for servers with persistence, or tests). A `FLUSHALL` is not a restart: fences still grow
+//! across it, but mutual exclusion is not kept.
+//!
 //! # Replicas
 //! `?replicas=N` on the URL: a grant (and each renewal) counts only once N replicas have it —
 //! `WAIT N 1000` after it on the same connection. A grant not confirmed within a second is
@@ -244,6 +257,11 @@ pub struct RedisBackend {
     highest_fence: AtomicU64,
     /// `?replicas=N`: a grant or renewal counts once N replicas have it (`WAIT`).
     replicas: u32,
+    /// `?restart_delay=`: no grant of a key whose state the server lost until it has been up
+    /// this long (see the module docs, "Restarts").
+    restart_delay: Duration,
+    /// Set when the server was found restarted less than `restart_delay` ago: no grants before.
+    grants_from: Mutex<Option<Instant>>,
     /// The pub/sub connection, opened on the first wait.
     pubsub: OnceCell<Arc<NoticeConnection>>,
     attempts: AtomicU64,
@@ -270,6 +288,18 @@ impl RedisBackend {
     /// server does not answer within the connect timeout.
     pub async fn connect(url: &str) -> Result<Self> {
         let (url_for_client, replicas) = super::url_params::take_param(url, "replicas");
+        let (url_for_client, restart_delay) =
+            super::url_params::take_param(&url_for_client, "restart_delay");
+        let restart_delay = match restart_delay {
+            None => DEFAULT_RESTART_DELAY,
+            Some(d) => super::url_params::parse_duration(&d).ok_or_else(|| Error::InvalidUrl {
+                url: mask_password(url),
+                reason: format!(
+                    "`restart_delay={d}` is not a duration; write it like `30s`, `500ms`, or `0` \
+                     to turn the delay off"
+                ),
+            })?,
+        };
         let replicas = match replicas {
             None => 0,
             Some(n) => n.parse::<u32>().map_err(|_| Error::InvalidUrl {
@@ -299,6 +329,8 @@ impl RedisBackend {
             notices: Arc::new(Notices::default()),
             highest_fence: AtomicU64::new(0),
             replicas,
+            restart_delay,
+            grants_from: Mutex::new(None),
             pubsub: OnceCell::new(),
             attempts: AtomicU64::new(0),
         })
@@ -380,6 +412,50 @@ impl RedisBackend {
         Ok(fence.map(|f| (f, sent_at)))
     }
 
+    /// Whether the server has been up for less than `restart_delay` (asked with `INFO server`
+    /// only on the rare path where a key's state was found lost); records until when grants
+    /// wait.
+    async fn restarted_recently(&self) -> Result<bool> {
+        if self.restart_delay.is_zero() {
+            return Ok(false);
+        }
+        if self.grants_wait().is_some() {
+            return Ok(true);
+        }
+        let mut con = self.commands.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        let uptime = info
+            .lines()
+            .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        // Unknown uptime: assume a restart, the safe side.
+        let up = Duration::from_secs(uptime.unwrap_or(0));
+        if up >= self.restart_delay {
+            return Ok(false);
+        }
+        let from = Instant::now() + (self.restart_delay - up);
+        *self.grants_from.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+        tracing::warn!(target: "dlock", backend = NAME, up_s = up.as_secs(), delay_ms = self.restart_delay.as_millis() as u64, "the Redis server restarted recently and kept no lock state: no grants until it has been up for the restart delay");
+        Ok(true)
+    }
+
+    /// When grants may resume after a recent restart; `None` when they may now.
+    fn grants_wait(&self) -> Option<Instant> {
+        let mut from = self.grants_from.lock().unwrap_or_else(|p| p.into_inner());
+        match *from {
+            Some(at) if at > Instant::now() => Some(at),
+            Some(_) => {
+                *from = None;
+                None
+            }
+            None => None,
+        }
+    }
+
     /// With `?replicas=N`: whether N replicas have every write this connection made so far
     /// (`WAIT N`, at most [`REPLICA_WAIT`]). Always true without it.
     async fn replicated(&self) -> Result<bool> {
@@ -424,6 +500,19 @@ impl RedisBackend {
         let fence = if fence >= SEEDED {
             fence
         } else {
+            // The key's state was lost (or it is new): if the server restarted recently, a
+            // holder from before the restart may still be inside its lease. Give the grant back.
+            if self.restarted_recently().await? {
+                let mut con = self.commands.clone();
+                let _: i64 = RELEASE
+                    .key(&keys.lock)
+                    .arg(token)
+                    .arg(&keys.channel)
+                    .invoke_async(&mut con)
+                    .await
+                    .map_err(backend_err)?;
+                return Ok(None);
+            }
             let mut con = self.commands.clone();
             let seen = self.highest_fence.load(Ordering::Acquire);
             let (outcome, value): (i64, String) = SEED_FENCE
@@ -541,6 +630,10 @@ impl RedisBackend {
         Ok(())
     }
 }
+
+/// `?restart_delay=` when not given: the default watchdog lease, the longest lease most users
+/// run (set it to your longest `ttl` if longer).
+const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 /// How long a grant or renewal waits for `?replicas=N` to confirm it.
 const REPLICA_WAIT: Duration = Duration::from_secs(1);
@@ -965,6 +1058,13 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         Box::pin(async move {
             let keys = RedisKeys::new(key);
+            // After a recent restart that lost lock state: no grants until the restart delay.
+            while let Some(until) = self.grants_wait() {
+                if deadline.is_some_and(|d| d < until) {
+                    return Ok(None);
+                }
+                tokio::time::sleep_until(until.into()).await;
+            }
             let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
             let mut holder_pttl: Option<Duration> = None;
             // Barge only when no local waiter is queued for this key: otherwise queue behind

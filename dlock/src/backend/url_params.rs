@@ -3,6 +3,7 @@
 
 /// Removes `name=value` from the query of `url`; returns the URL without it and the value (the
 /// last one when repeated). Parameters are matched case-sensitively, values taken as written.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), None);
@@ -27,9 +28,39 @@ pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     }
 }
 
+/// A duration as URL parameters write it: a number and a unit (`500ms`, `10s`, `1.5s`, `2m`,
+/// `1h`; no unit means seconds).
+pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    std::time::Duration::try_from_secs_f64(number * scale).ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::take_param;
+    use super::{parse_duration, take_param};
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("soon"), None);
+    }
 
     #[test]
     fn takes_one_parameter_and_keeps_the_rest() {

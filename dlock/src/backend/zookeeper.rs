@@ -248,7 +248,7 @@ impl Config {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
                 "session_timeout" => {
-                    session_timeout = parse_duration(value)
+                    session_timeout = super::url_params::parse_duration(value)
                         .filter(|d| !d.is_zero())
                         .ok_or_else(|| {
                             bad(format!(
@@ -275,25 +275,6 @@ impl Config {
         self.session_timeout
             .clamp(Duration::from_secs(2), Duration::from_secs(10))
     }
-}
-
-/// `10s`, `500ms`, `1.5s`, `2m`, `1h`, `250us`; a bare number is seconds.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(number * scale).ok()
 }
 
 /// True for characters kept as they are in a path segment (see the module docs); `/` and `%` are
