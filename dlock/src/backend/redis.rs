@@ -262,6 +262,8 @@ pub struct RedisBackend {
     restart_delay: Duration,
     /// Set when the server was found restarted less than `restart_delay` ago: no grants before.
     grants_from: Mutex<Option<Instant>>,
+    /// `grants_from` is set (checked without the lock on every acquire).
+    delayed: AtomicBool,
     /// The pub/sub connection, opened on the first wait.
     pubsub: OnceCell<Arc<NoticeConnection>>,
     attempts: AtomicU64,
@@ -331,6 +333,7 @@ impl RedisBackend {
             replicas,
             restart_delay,
             grants_from: Mutex::new(None),
+            delayed: AtomicBool::new(false),
             pubsub: OnceCell::new(),
             attempts: AtomicU64::new(0),
         })
@@ -439,17 +442,23 @@ impl RedisBackend {
         }
         let from = Instant::now() + (self.restart_delay - up);
         *self.grants_from.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+        self.delayed.store(true, Ordering::Release);
         tracing::warn!(target: "dlock", backend = NAME, up_s = up.as_secs(), delay_ms = self.restart_delay.as_millis() as u64, "the Redis server restarted recently and kept no lock state: no grants until it has been up for the restart delay");
         Ok(true)
     }
 
     /// When grants may resume after a recent restart; `None` when they may now.
     fn grants_wait(&self) -> Option<Instant> {
+        // The common case, on every acquire: no delay known, no lock taken.
+        if !self.delayed.load(Ordering::Acquire) {
+            return None;
+        }
         let mut from = self.grants_from.lock().unwrap_or_else(|p| p.into_inner());
         match *from {
             Some(at) if at > Instant::now() => Some(at),
             Some(_) => {
                 *from = None;
+                self.delayed.store(false, Ordering::Release);
                 None
             }
             None => None,
