@@ -152,9 +152,10 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut claims = self.shared.claims.lock().unwrap_or_else(|p| p.into_inner());
-        let at = (self.key.clone(), self.holder);
-        if claims.get(&at).is_some_and(|e| e.id == self.id) {
-            claims.remove(&at);
+        if let Entry::Occupied(entry) = claims.entry((self.key.clone(), self.holder)) {
+            if entry.get().id == self.id {
+                entry.remove();
+            }
         }
     }
 }

@@ -224,7 +224,14 @@ pub struct RedisKeys {
 impl RedisKeys {
     /// Maps a user key to its Redis names.
     pub fn new(key: &str) -> Self {
-        let mut lock = Vec::with_capacity(key.len() + 8);
+        // Sized exactly up front: this runs twice per lock cycle, and growing three vectors
+        // was a measurable share of the client's own work (callgrind).
+        let escapes = key
+            .bytes()
+            .filter(|b| matches!(b, b'%' | b'{' | b'}'))
+            .count();
+        let lock_len = "dlock:{".len() + key.len() + 2 * escapes + 1;
+        let mut lock = Vec::with_capacity(lock_len);
         lock.extend_from_slice(b"dlock:{");
         for &b in key.as_bytes() {
             match b {
@@ -235,10 +242,14 @@ impl RedisKeys {
             }
         }
         lock.push(b'}');
-        let mut fence = lock.clone();
-        fence.extend_from_slice(b":fence");
-        let mut channel = lock.clone();
-        channel.extend_from_slice(b":released");
+        let with = |suffix: &[u8]| {
+            let mut name = Vec::with_capacity(lock.len() + suffix.len());
+            name.extend_from_slice(&lock);
+            name.extend_from_slice(suffix);
+            name
+        };
+        let fence = with(b":fence");
+        let channel = with(b":released");
         RedisKeys {
             lock,
             fence,
