@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the real servers dlock's tests use, on loopback: Redis 6379, MariaDB 3306, ZooKeeper 2181.
+# Start the real servers dlock's tests use, on loopback: Redis 6379, MariaDB 3306, ZooKeeper 2181,
+# PostgreSQL 5432 (user postgres, trusted on loopback, database test).
 #   scripts/services.sh up       install what is missing (Debian packages), start what does not answer
 #   scripts/services.sh status   one line per server
 #   scripts/services.sh down     stop them
@@ -9,6 +10,7 @@ set -euo pipefail
 REDIS_PORT=6379
 MYSQL_PORT=3306
 ZK_PORT=2181
+PG_PORT=5432
 ZK_SERVER=/usr/share/zookeeper/bin/zkServer.sh
 
 SUDO=""
@@ -34,6 +36,8 @@ sys.exit(0 if len(data) >= 20 else 1)
 PY
 }
 
+pg_ok() { command -v psql >/dev/null && psql -h 127.0.0.1 -p $PG_PORT -U postgres -d test -tAc 'SELECT 1' >/dev/null 2>&1; }
+
 wait_for() { # name check timeout_s
   local name=$1 check=$2 limit=$3 i=0
   while ! $check; do
@@ -48,6 +52,7 @@ install_missing() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v mariadbd >/dev/null || command -v mysqld >/dev/null || pkgs+=(mariadb-server)
   [ -x "$ZK_SERVER" ] || pkgs+=(zookeeper)
+  command -v pg_ctlcluster >/dev/null || pkgs+=(postgresql)
   if [ ${#pkgs[@]} -gt 0 ]; then
     echo "installing ${pkgs[*]} ..."
     $SUDO apt-get update -qq
@@ -81,25 +86,49 @@ zk_up() {
   wait_for zookeeper zk_ok 60
 }
 
+pg_up() {
+  pg_ok && return 0
+  local version
+  version=$(pg_lsclusters -h 2>/dev/null | awk 'NR == 1 { print $1 }')
+  if [ -z "$version" ]; then echo "no PostgreSQL cluster found (pg_lsclusters)" >&2; return 1; fi
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  # The tests connect as postgres without a password over loopback, as DESIGN.md says.
+  if ! $SUDO grep -q 'dlock-test' "$hba"; then
+    $SUDO sed -i '1i host all postgres 127.0.0.1/32 trust # dlock-test\nhost all postgres ::1/128 trust # dlock-test' "$hba"
+  fi
+  if ! port_open $PG_PORT; then
+    $SUDO pg_ctlcluster "$version" main start >/dev/null
+  else
+    $SUDO pg_ctlcluster "$version" main reload >/dev/null
+  fi
+  wait_for postgres-port "port_open $PG_PORT" 60
+  psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" 2>/dev/null | grep -q 1 \
+    || psql -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -qc 'CREATE DATABASE test' >/dev/null
+  wait_for postgres pg_ok 30
+}
+
 status() {
   local rc=0
   if redis_ok; then echo "redis      up    127.0.0.1:$REDIS_PORT"; else echo "redis      DOWN  127.0.0.1:$REDIS_PORT"; rc=1; fi
   if mysql_ok; then echo "mariadb    up    127.0.0.1:$MYSQL_PORT (root, empty password, database test)"; else echo "mariadb    DOWN  127.0.0.1:$MYSQL_PORT"; rc=1; fi
   if zk_ok; then echo "zookeeper  up    127.0.0.1:$ZK_PORT"; else echo "zookeeper  DOWN  127.0.0.1:$ZK_PORT"; rc=1; fi
+  if pg_ok; then echo "postgres   up    127.0.0.1:$PG_PORT (postgres, database test)"; else echo "postgres   DOWN  127.0.0.1:$PG_PORT"; rc=1; fi
   return $rc
 }
 
 case "${1:-up}" in
   up)
-    if redis_ok && mysql_ok && zk_ok; then status; exit 0; fi
+    if redis_ok && mysql_ok && zk_ok && pg_ok; then status; exit 0; fi
     install_missing
     redis_up & r=$!
     mysql_up & m=$!
     zk_up & z=$!
+    pg_up & p=$!
     fail=0
     wait $r || fail=1
     wait $m || fail=1
     wait $z || fail=1
+    wait $p || fail=1
     status || fail=1
     exit $fail
     ;;
@@ -108,7 +137,10 @@ case "${1:-up}" in
     redis-cli -h 127.0.0.1 -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
     $SUDO service mariadb stop >/dev/null 2>&1 || true
     [ -x "$ZK_SERVER" ] && $SUDO "$ZK_SERVER" stop >/dev/null 2>&1 || true
-    echo "stopped redis, mariadb, zookeeper"
+    for v in $(pg_lsclusters -h 2>/dev/null | awk '{ print $1 }'); do
+      $SUDO pg_ctlcluster "$v" main stop >/dev/null 2>&1 || true
+    done
+    echo "stopped redis, mariadb, zookeeper, postgres"
     ;;
   *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
 esac

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dlock::{distributed_lock, Error, Locker};
-use support::{mysql_url, redis_url, unique, zookeeper_url, RedisServer};
+use support::{mysql_url, postgres_url, redis_url, unique, zookeeper_url, RedisServer};
 use tokio::runtime::Runtime;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -43,6 +43,7 @@ fn backends() -> (Vec<(&'static str, String)>, Vec<RedisServer>) {
         ("redlock", format!("redlock://{}", hosts.join(","))),
         ("mysql", mysql_url()),
         ("zookeeper", zookeeper_url()),
+        ("postgres", postgres_url()),
     ];
     (list, nodes)
 }
@@ -125,6 +126,7 @@ attributed! {
     registry_redlock => "rt-redlock",
     registry_mysql => "rt-mysql",
     registry_zookeeper => "rt-zookeeper",
+    registry_postgres => "rt-postgres",
 }
 
 #[test]
@@ -157,13 +159,14 @@ fn a_registered_locker_made_by_a_runtime_that_finished_serves_twenty_later_ones(
                     registry_redlock(&key, &counter).await,
                     registry_mysql(&key, &counter).await,
                     registry_zookeeper(&key, &counter).await,
+                    registry_postgres(&key, &counter).await,
                 ];
                 for (call, (name, _)) in calls.into_iter().zip(&list) {
                     call.unwrap_or_else(|e| panic!("run {i}, {name}: {e}"));
                 }
             });
         }
-        assert_eq!(counter.load(Ordering::SeqCst), 80);
+        assert_eq!(counter.load(Ordering::SeqCst), 100);
     }
 }
 
@@ -386,6 +389,14 @@ async fn a_wrong_port_or_the_wrong_kind_of_server_gets_a_clear_message() {
         (
             "zookeeper://127.0.0.1:6379/x".to_string(),
             vec!["ZooKeeper", "6379"],
+        ),
+        (
+            format!("postgres://postgres@127.0.0.1:{closed}/test"),
+            vec!["refused", "127.0.0.1"],
+        ),
+        (
+            "postgres://postgres@127.0.0.1:6379/test".to_string(),
+            vec!["PostgreSQL", "6379"],
         ),
     ];
     for (url, expected) in cases {

@@ -15,8 +15,8 @@ use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
-const SCHEMES: &str =
-    "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, zookeeper://";
+const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, \
+                       postgres://, postgresql://, zookeeper://";
 
 /// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
 ///
@@ -188,6 +188,7 @@ impl Locker {
     /// | `redis://[user:pass@]host:port[/db][?replicas=N]` | Redis; with `replicas`, a grant or renewal counts once N replicas have it | `redis` |
     /// | `redlock://host:port,host:port,host:port` | Redlock over N masters | `redlock` |
     /// | `mysql://user[:pass]@host:port/db[?table=distributed_lock]` (`mariadb://` too) | MySQL / MariaDB table | `mysql` |
+    /// | `postgres://user[:pass]@host:port/db[?table=dlock_locks]` (`postgresql://` too) | PostgreSQL table | `postgres` |
     /// | `zookeeper://host:port[,host:port]/root[?session_timeout=10s]` (`zk://` too) | ZooKeeper | `zookeeper` |
     ///
     /// Fences are per backend (and per key): a fence from one service says nothing about a fence
@@ -324,27 +325,35 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
     match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryBackend::new())),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Arc::new(crate::backend::redis::RedisBackend::connect(url).await?)),
+        "redis" | "rediss" => Ok(Arc::new(
+            crate::backend::redis::RedisBackend::connect(url).await?,
+        )),
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(not_compiled(url, "redis")),
         #[cfg(feature = "redlock")]
-        "redlock" => Ok(Arc::new(crate::backend::redlock::RedlockBackend::connect(url).await?)),
+        "redlock" => Ok(Arc::new(
+            crate::backend::redlock::RedlockBackend::connect(url).await?,
+        )),
         #[cfg(not(feature = "redlock"))]
         "redlock" => Err(not_compiled(url, "redlock")),
         #[cfg(feature = "mysql")]
-        "mysql" | "mariadb" => Ok(Arc::new(crate::backend::mysql::MysqlBackend::connect(url).await?)),
+        "mysql" | "mariadb" => Ok(Arc::new(
+            crate::backend::mysql::MysqlBackend::connect(url).await?,
+        )),
         #[cfg(not(feature = "mysql"))]
         "mysql" | "mariadb" => Err(not_compiled(url, "mysql")),
         #[cfg(feature = "zookeeper")]
-        "zookeeper" | "zk" => Ok(Arc::new(crate::backend::zookeeper::ZookeeperBackend::connect(url).await?)),
+        "zookeeper" | "zk" => Ok(Arc::new(
+            crate::backend::zookeeper::ZookeeperBackend::connect(url).await?,
+        )),
         #[cfg(not(feature = "zookeeper"))]
         "zookeeper" | "zk" => Err(not_compiled(url, "zookeeper")),
-        "postgres" | "postgresql" => Err(Error::InvalidUrl {
-            url: mask_password(url),
-            reason: format!(
-                "the PostgreSQL backend is planned but not available yet; accepted schemes: {SCHEMES}"
-            ),
-        }),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(
+            crate::backend::postgres::PostgresBackend::connect(url).await?,
+        )),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(not_compiled(url, "postgres")),
         other => Err(Error::InvalidUrl {
             url: mask_password(url),
             reason: format!("unknown scheme `{other}`; accepted schemes: {SCHEMES}"),

@@ -19,6 +19,13 @@ pub fn mysql_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
+/// The PostgreSQL URL the tests use: `DLOCK_TEST_POSTGRES_URL` or
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub fn postgres_url() -> String {
+    std::env::var("DLOCK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
 /// The ZooKeeper URL the tests use: `DLOCK_TEST_ZOOKEEPER_URL` or `zookeeper://127.0.0.1:2181/dlock-test`.
 pub fn zookeeper_url() -> String {
     std::env::var("DLOCK_TEST_ZOOKEEPER_URL")

@@ -22,16 +22,18 @@ use std::time::{Duration, Instant};
 
 use crate::Result;
 
-#[cfg(any(feature = "mysql", feature = "zookeeper"))]
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "zookeeper"))]
 mod digest;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redlock")]
 pub mod redlock;
-#[cfg(any(feature = "redis", feature = "zookeeper"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "zookeeper"))]
 mod url_params;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;

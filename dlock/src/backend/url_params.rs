@@ -3,7 +3,7 @@
 
 /// Removes `name=value` from the query of `url`; returns the URL without it and the value (the
 /// last one when repeated). Parameters are matched case-sensitively, values taken as written.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), None);
@@ -30,6 +30,7 @@ pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
 
 /// A duration as URL parameters write it: a number and a unit (`500ms`, `10s`, `1.5s`, `2m`,
 /// `1h`; no unit means seconds).
+#[cfg_attr(not(any(feature = "redis", feature = "zookeeper")), allow(dead_code))]
 pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
     let split = s

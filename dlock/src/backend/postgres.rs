@@ -1,0 +1,599 @@
+//! The PostgreSQL backend: a lock table with a lease in server time, a fence from a sequence,
+//! and waiting by `LISTEN`/`NOTIFY`.
+//!
+//! Enabled by the cargo feature `postgres` (sqlx, PostgreSQL driver, on tokio).
+//!
+//! # Why a table and not advisory locks
+//! Advisory locks (`pg_advisory_lock`) live in a session: they need one server connection held
+//! per lock for as long as it is held (a pool of 16 connections then holds at most 16 locks),
+//! they vanish silently with a dropped connection or a PgBouncer in transaction mode, they have
+//! no lease (a stalled holder keeps the lock for ever) and no fence. A row is held by nobody's
+//! connection: any number of locks over a small pool, a lease the server measures, a token
+//! that checks every release and renewal, and a fence.
+//!
+//! # The table
+//! Created at [`connect`](PostgresBackend::connect) when missing (the name is set with
+//! `?table=`; letters, digits and `_`, at most 63):
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS dlock_locks (
+//!   lock_name  TEXT PRIMARY KEY,       -- the mapped key (see Keys)
+//!   secret_key TEXT NOT NULL,          -- the holder's token (uuid v4)
+//!   expire_at  TIMESTAMPTZ NOT NULL    -- lease end, server time
+//! );
+//! CREATE SEQUENCE IF NOT EXISTS dlock_locks_fence;   -- the fences
+//! ```
+//!
+//! # Statements (all parameterized; lease arithmetic by the server's `clock_timestamp()`)
+//!
+//! | step | statement | round trips |
+//! |---|---|---|
+//! | acquire | `INSERT ... ON CONFLICT (lock_name) DO UPDATE SET secret_key, expire_at WHERE the row's expire_at < clock_timestamp() RETURNING nextval(fence sequence)`: a free key and an expired holder are taken in one statement; a live holder returns no row | one |
+//! | busy | the holder's remaining lease, to bound the fallback poll | one per poll |
+//! | release | `WITH d AS (DELETE ... WHERE lock_name = $1 AND secret_key = $2 RETURNING lock_name) SELECT pg_notify(channel, lock_name) FROM d` | one |
+//! | extend | `UPDATE ... SET expire_at = clock_timestamp() + ttl WHERE lock_name, secret_key match AND expire_at >= clock_timestamp()` | one |
+//!
+//! **Fence.** `nextval` of the table's sequence, drawn in `RETURNING`, i.e. after the row was
+//! inserted or taken over and while the statement holds its row lock: a later holder of the key
+//! can only draw after this one committed, so fences strictly increase per key. A sequence never
+//! hands a value out twice and never goes back, also across a server restart or crash (values
+//! may be skipped, which fences allow).
+//!
+//! # Waiting
+//! Each Locker keeps one `LISTEN` connection on the channel `<table>_released`; a release's
+//! `pg_notify` (delivered at commit) wakes one local waiter of that key. A waiter also polls,
+//! jittered, bounded by the holder's remaining lease (an expired holder sends no notice) and
+//! backing off to 250 ms, so a lost notice costs little. Behind PgBouncer in transaction
+//! mode notices do not arrive (`LISTEN` needs a session): locks still work, by polling alone
+//! (not tested here: no PgBouncer on the test machine).
+//!
+//! # Keys
+//! `lock_name` is the key as it is when it has at most 512 bytes and no control characters
+//! NUL or U+0001; any other key becomes U+0001, a readable prefix (64 characters), `~` and the
+//! hex SHA-256 of the key. Only mapped names start with U+0001, so distinct keys stay distinct.
+//!
+//! # Cancellation
+//! As on MySQL, the acquire statement runs in a task that keeps its connection until the server
+//! answers: an acquire cut off while its `INSERT` waits on a row lock has the row deleted on that
+//! connection once the `INSERT` committed, so no row outlives an acquire that gave up.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use tokio::sync::Notify;
+
+use super::digest::sha256_hex;
+use super::{diagnose, jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use crate::locker::mask_password;
+use crate::{Error, Result};
+
+const NAME: &str = "postgres";
+/// The table used when the URL has no `?table=`.
+pub const DEFAULT_TABLE: &str = "dlock_locks";
+/// Keys of at most this many bytes (and no NUL or U+0001) are stored as they are.
+const MAX_PLAIN_LEN: usize = 512;
+const PREFIX_LEN: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the task running an acquire statement waits for its outcome.
+const INSERT_OUTCOME_WAIT: Duration = Duration::from_secs(60);
+const MIN_POLL: Duration = Duration::from_millis(5);
+const MAX_POLL: Duration = Duration::from_millis(250);
+/// Longest lease the server is asked for.
+const MAX_TTL: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+/// Server-side lock waits shorter than the client's statement bound (see MySQL's reason).
+const SESSION_SETTINGS: &str = "SET lock_timeout = '5s'";
+
+/// The PostgreSQL [`Backend`]; see the [module docs](self).
+#[derive(Debug)]
+pub struct PostgresBackend {
+    pool: PgPool,
+    table: String,
+    sql: Arc<Statements>,
+    waiters: Arc<Waiters>,
+    /// Dropped with the backend: ends the `LISTEN` task.
+    _listening: tokio::sync::watch::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Statements {
+    acquire: String,
+    probe: String,
+    release: String,
+    extend: String,
+    channel: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let t = quote(table);
+        let seq = quote(&format!("{table}_fence"));
+        let channel = format!("{table}_released");
+        Statements {
+            acquire: format!(
+                "INSERT INTO {t} AS l (lock_name, secret_key, expire_at) \
+                 VALUES ($1, $2, clock_timestamp() + ($3::bigint * interval '1 microsecond')) \
+                 ON CONFLICT (lock_name) DO UPDATE \
+                 SET secret_key = EXCLUDED.secret_key, expire_at = EXCLUDED.expire_at \
+                 WHERE l.expire_at < clock_timestamp() \
+                 RETURNING nextval('{seq}')"
+            ),
+            probe: format!(
+                "SELECT (extract(epoch FROM (expire_at - clock_timestamp())) * 1000000)::bigint \
+                 FROM {t} WHERE lock_name = $1"
+            ),
+            release: format!(
+                "WITH d AS (DELETE FROM {t} WHERE lock_name = $1 AND secret_key = $2 \
+                 RETURNING lock_name) SELECT pg_notify('{channel}', lock_name) FROM d"
+            ),
+            extend: format!(
+                "UPDATE {t} SET expire_at = clock_timestamp() + ($1::bigint * interval '1 microsecond') \
+                 WHERE lock_name = $2 AND secret_key = $3 AND expire_at >= clock_timestamp()"
+            ),
+            channel,
+        }
+    }
+}
+
+/// The table name between double quotes (only called on names that passed [`valid_table`]).
+fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+fn valid_table(table: &str) -> bool {
+    // 63 bytes is PostgreSQL's identifier limit; the sequence adds "_fence".
+    (1..=57).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !table.as_bytes()[0].is_ascii_digit()
+}
+
+fn backend_err(e: impl Into<crate::BoxError>) -> Error {
+    Error::backend(NAME, e)
+}
+
+fn micros(d: Duration) -> i64 {
+    d.min(MAX_TTL).as_micros() as i64
+}
+
+/// Local waiters per lock name: a notice wakes one of them.
+#[derive(Debug, Default)]
+struct Waiters {
+    by_name: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Waiters {
+    fn join(&self, name: &str) -> Arc<Notify> {
+        let mut by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        by_name.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Forgets `name` when no waiter holds its Notify any more.
+    fn leave(&self, name: &str, notify: Arc<Notify>) {
+        let mut by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        drop(notify);
+        if by_name.get(name).is_some_and(|n| Arc::strong_count(n) == 1) {
+            by_name.remove(name);
+        }
+    }
+
+    fn wake_one(&self, name: &str) {
+        let by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_name.get(name) {
+            n.notify_one();
+        }
+    }
+
+    /// After the notice connection dropped: notices may have been lost.
+    fn wake_all(&self) {
+        let by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        for n in by_name.values() {
+            n.notify_waiters();
+            n.notify_one();
+        }
+    }
+}
+
+/// A place among the local waiters of a name, left on drop (also when the acquire is dropped).
+struct WaitPlace<'a> {
+    waiters: &'a Waiters,
+    name: &'a str,
+    notify: Option<Arc<Notify>>,
+}
+
+impl Drop for WaitPlace<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.notify.take() {
+            self.waiters.leave(self.name, n);
+        }
+    }
+}
+
+/// Receives release notices until the backend is dropped; a dropped connection wakes every
+/// waiter (a notice may have been lost) and is reopened by `PgListener`.
+async fn listen(
+    mut listener: PgListener,
+    waiters: Weak<Waiters>,
+    mut closed: tokio::sync::watch::Receiver<()>,
+) {
+    loop {
+        let next = tokio::select! {
+            n = listener.try_recv() => n,
+            _ = closed.changed() => return,
+        };
+        let Some(waiters) = waiters.upgrade() else {
+            return;
+        };
+        match next {
+            Ok(Some(notice)) => waiters.wake_one(notice.payload()),
+            Ok(None) => waiters.wake_all(), // reconnected: notices may be lost
+            Err(e) => {
+                tracing::debug!(target: "dlock", backend = NAME, error = %e, "notice connection failed; retrying");
+                waiters.wake_all();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// What one look at the key found.
+enum Look {
+    Won(u64),
+    Held(Option<Duration>),
+}
+
+impl PostgresBackend {
+    /// Connects to `postgres://user[:password]@host[:port]/database[?table=name]` (also
+    /// `postgresql://`), and creates the lock table and its fence sequence if missing. Other
+    /// query parameters are sqlx's (`sslmode`, ...).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL sqlx cannot parse or a bad table name;
+    /// [`Error::Backend`] when the server cannot be reached (the message says whether the
+    /// connection was refused or the server did not answer like PostgreSQL).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (options, table) = parse_url(url)?;
+        let host = format!("{}:{}", options.get_host(), options.get_port());
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e @ sqlx::Error::Database(_))) => {
+                return Err(backend_err(format!(
+                    "cannot connect to {}: {e}",
+                    mask_password(url)
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(backend_err(format!(
+                    "cannot connect to {}: {e}; {}",
+                    mask_password(url),
+                    diagnose(&host, "PostgreSQL").await
+                )))
+            }
+            Err(_) => {
+                return Err(backend_err(format!(
+                    "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}; {}",
+                    mask_password(url),
+                    diagnose(&host, "PostgreSQL").await
+                )))
+            }
+        };
+        let sql = Arc::new(Statements::new(&table));
+        let t = quote(&table);
+        let seq = quote(&format!("{table}_fence"));
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (lock_name TEXT PRIMARY KEY, \
+             secret_key TEXT NOT NULL, expire_at TIMESTAMPTZ NOT NULL); \
+             CREATE SEQUENCE IF NOT EXISTS {seq}"
+        );
+        let created = tokio::time::timeout(
+            STATEMENT_TIMEOUT,
+            sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut conn),
+        )
+        .await;
+        let _ = conn.close().await;
+        match created {
+            Ok(Ok(_)) => {}
+            // Two Lockers creating the table at once: one of them meets a unique violation
+            // in the catalog; the table is there either way.
+            Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("23505") => {}
+            Ok(Err(e)) => return Err(backend_err(format!("creating the lock table {t}: {e}"))),
+            Err(_) => return Err(backend_err("creating the lock table: no answer")),
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .test_before_acquire(false)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::raw_sql(SESSION_SETTINGS)
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect_lazy_with(options);
+        let waiters = Arc::new(Waiters::default());
+        let (closed_tx, closed_rx) = tokio::sync::watch::channel(());
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| backend_err(format!("opening the notice connection: {e}")))?;
+        listener
+            .listen(&sql.channel)
+            .await
+            .map_err(|e| backend_err(format!("LISTEN {}: {e}", sql.channel)))?;
+        tokio::spawn(listen(listener, Arc::downgrade(&waiters), closed_rx));
+        Ok(PostgresBackend {
+            pool,
+            table,
+            sql,
+            waiters,
+            _listening: closed_tx,
+        })
+    }
+
+    /// The name of the lock table.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The acquire statement in a task that keeps its connection until answered (see the
+    /// module docs, "Cancellation"): the fence when won, `None` when held.
+    async fn try_take(&self, name: &str, token: &str, ttl_us: i64) -> Result<Option<u64>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (pool, sql) = (self.pool.clone(), self.sql.clone());
+        let (name, token) = (name.to_owned(), token.to_owned());
+        tokio::spawn(async move {
+            let mut conn = match tokio::time::timeout(STATEMENT_TIMEOUT, pool.acquire()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(backend_err(e)));
+                    return;
+                }
+                Err(_) => {
+                    let _ = tx.send(Err(backend_err("no pooled connection within 10 s")));
+                    return;
+                }
+            };
+            let run = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.acquire.clone()))
+                .bind(&name)
+                .bind(&token)
+                .bind(ttl_us)
+                .fetch_optional(&mut *conn);
+            let outcome = match tokio::time::timeout(INSERT_OUTCOME_WAIT, run).await {
+                Ok(Ok(fence)) => Ok(fence.and_then(|f| u64::try_from(f).ok())),
+                // A lock wait timed out on the server (55P03) or a deadlock was broken (40P01):
+                // the statement was rolled back; the key counts as held and is looked at again.
+                Ok(Err(sqlx::Error::Database(e)))
+                    if matches!(e.code().as_deref(), Some("55P03" | "40P01")) =>
+                {
+                    Ok(None)
+                }
+                Ok(Err(e)) => Err(backend_err(e)),
+                Err(_) => Err(backend_err("the server did not answer the acquire")),
+            };
+            let won = matches!(outcome, Ok(Some(_)));
+            if tx.send(outcome).is_err() && won {
+                let undo = sqlx::query(AssertSqlSafe(sql.release.clone()))
+                    .bind(&name)
+                    .bind(&token)
+                    .execute(&mut *conn);
+                let _ = tokio::time::timeout(STATEMENT_TIMEOUT, undo).await;
+            }
+        });
+        match tokio::time::timeout(STATEMENT_TIMEOUT, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(backend_err("the acquire task ended without an answer")),
+            Err(_) => Err(backend_err(format!(
+                "the server did not answer within {STATEMENT_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    async fn look(&self, name: &str, token: &str, ttl_us: i64) -> Result<Look> {
+        if let Some(fence) = self.try_take(name, token, ttl_us).await? {
+            return Ok(Look::Won(fence));
+        }
+        let left: Option<i64> = bounded(
+            sqlx::query_scalar(AssertSqlSafe(self.sql.probe.clone()))
+                .bind(name)
+                .fetch_optional(&self.pool),
+        )
+        .await?;
+        Ok(Look::Held(left.map(|us| {
+            Duration::from_micros(u64::try_from(us).unwrap_or(0))
+        })))
+    }
+
+    async fn acquire_inner(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>> {
+        let name = lock_name(key);
+        let ttl_us = micros(ttl);
+        let sent_at = Instant::now();
+        let first = within_wait(NAME, deadline, self.look(&name, token, ttl_us)).await?;
+        let mut left = match first {
+            Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
+            Look::Held(left) => left,
+        };
+        if remaining(deadline).is_some_and(|l| l.is_zero()) {
+            return Ok(None);
+        }
+        // Queue locally, then look again (a release between the first look and joining would
+        // otherwise be missed), then wait for a notice or the poll.
+        let mut place = WaitPlace {
+            waiters: &self.waiters,
+            name: &name,
+            notify: None,
+        };
+        let notify = place.notify.insert(self.waiters.join(&name)).clone();
+        let mut poll = MIN_POLL;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let sent_at = Instant::now();
+            match within_wait(NAME, deadline, self.look(&name, token, ttl_us)).await? {
+                Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
+                Look::Held(l) => left = l.or(left),
+            }
+            // Wake no later than the holder's expiry (+1 ms: `expire_at < now` must hold).
+            let mut sleep = jitter(poll / 2, poll);
+            if let Some(l) = left.take() {
+                sleep = sleep.min(l + Duration::from_millis(1));
+            }
+            match remaining(deadline) {
+                Some(l) if l.is_zero() => return Ok(None),
+                Some(l) => sleep = sleep.min(l),
+                None => {}
+            }
+            tokio::select! {
+                _ = notified => poll = MIN_POLL,
+                _ = tokio::time::sleep(sleep) => poll = (poll * 2).min(MAX_POLL),
+            }
+        }
+    }
+}
+
+/// Runs one statement with [`STATEMENT_TIMEOUT`].
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(backend_err),
+        Err(_) => Err(backend_err(format!(
+            "the server did not answer within {STATEMENT_TIMEOUT:?}"
+        ))),
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.acquire_inner(key, token, ttl, deadline))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = lock_name(key);
+            let rows = bounded(
+                sqlx::query(AssertSqlSafe(self.sql.release.clone()))
+                    .bind(&*name)
+                    .bind(token)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+            Ok(!rows.is_empty())
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let name = lock_name(key);
+            let done = bounded(
+                sqlx::query(AssertSqlSafe(self.sql.extend.clone()))
+                    .bind(micros(ttl))
+                    .bind(&*name)
+                    .bind(token)
+                    .execute(&self.pool),
+            )
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.close()).await;
+        })
+    }
+}
+
+/// Splits `?table=` off `url` and parses the rest with sqlx.
+fn parse_url(url: &str) -> Result<(PgConnectOptions, String)> {
+    let bad = |reason: String| Error::InvalidUrl {
+        url: mask_password(url),
+        reason,
+    };
+    let (sqlx_url, table) = super::url_params::take_param(url, "table");
+    let table = table.unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+    if !valid_table(&table) {
+        return Err(bad(format!(
+            "table name {table:?} is not accepted: use 1 to 57 ASCII letters, digits or `_`, \
+             not starting with a digit, e.g. `?table={DEFAULT_TABLE}`"
+        )));
+    }
+    let options = PgConnectOptions::from_str(&sqlx_url).map_err(|e| {
+        bad(format!(
+            "{e}; expected postgres://user[:password]@host[:port]/database[?table=name]"
+        ))
+    })?;
+    Ok((options, table))
+}
+
+/// The `lock_name` stored for `key` (see the module docs, "Keys").
+#[doc(hidden)]
+pub fn lock_name(key: &str) -> Cow<'_, str> {
+    if key.len() <= MAX_PLAIN_LEN && !key.contains(['\0', '\u{1}']) {
+        return Cow::Borrowed(key);
+    }
+    let mut name = String::from('\u{1}');
+    name.extend(
+        key.chars()
+            .take(PREFIX_LEN)
+            .map(|c| if c.is_control() { '_' } else { c }),
+    );
+    name.push('~');
+    name.push_str(&sha256_hex(key.as_bytes()));
+    Cow::Owned(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_distinct_storable_names() {
+        assert_eq!(lock_name("order:42"), "order:42");
+        let long = "k".repeat(600);
+        let mapped = lock_name(&long);
+        assert!(mapped.starts_with('\u{1}') && mapped.len() < 200);
+        assert_ne!(lock_name("a\0b"), lock_name("a\0c"));
+        assert!(!lock_name("a\0b").contains('\0'));
+        // A plain key cannot look like a mapped one: those start with U+0001.
+        assert_ne!(lock_name(&mapped), mapped);
+    }
+
+    #[test]
+    fn table_names() {
+        assert!(valid_table("dlock_locks"));
+        assert!(!valid_table("1abc"));
+        assert!(!valid_table("a-b"));
+        assert!(!valid_table(""));
+        assert!(!valid_table(&"x".repeat(58)));
+    }
+}
