@@ -274,3 +274,136 @@ async fn bad_urls_and_a_closed_port_fail_clearly() {
         .unwrap_err();
     assert!(!format!("{err} {err:?}").contains(secret), "{err:?}");
 }
+
+/// A private PostgreSQL cluster (`initdb` in a temp directory, run as the `postgres` user) on a
+/// free port; stopped by pid on drop.
+struct PgServer {
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PgServer {
+    fn start() -> PgServer {
+        let port = support::free_port();
+        let dir = std::env::temp_dir().join(format!("dlock-pg-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("chown")
+            .args(["postgres"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown postgres {} (the test needs root)", dir.display());
+        let initdb = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{PG_BIN}/initdb"),
+                "-U",
+                "postgres",
+            ])
+            .args(["--auth=trust", "-E", "UTF8", "-D"])
+            .arg(dir.join("data"))
+            .output()
+            .expect("runuser initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb failed (PostgreSQL 15 is installed by `scripts/services.sh up`): {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let server = PgServer { port, dir };
+        server.run();
+        server
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections (after crash recovery, too).
+    fn run(&self) {
+        let started = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{PG_BIN}/pg_ctl"),
+                "-w",
+                "-D",
+            ])
+            .arg(self.dir.join("data"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.display()
+            ))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("start")
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            started.status.success(),
+            "pg_ctl start: {:?}\n{}",
+            started,
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    /// SIGKILL of the postmaster: a crash; the next `run` recovers from the WAL.
+    fn crash(&self) {
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap_or_default();
+        if let Some(pid) = pid.lines().next() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+        // Its children exit when they see the postmaster gone.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::process::Command::new("pkill")
+            .args(["-9", "-f"])
+            .arg(self.dir.join("data"))
+            .status();
+        let _ = std::fs::remove_file(self.dir.join("data/postmaster.pid"));
+        let _ = std::fs::remove_file(self.dir.join(format!(".s.PGSQL.{}.lock", self.port)));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Issue 13: fences keep growing across a crash and restart of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_keep_growing_across_a_server_crash_and_restart() {
+    let server = PgServer::start();
+    let locker = support::connect("private PostgreSQL", &server.url()).await;
+    let mut last = 0;
+    for _ in 0..5 {
+        let guard = locker.lock("k").ttl(10 * SECOND).await.unwrap();
+        let fence = guard.fence().unwrap();
+        assert!(fence > last);
+        last = fence;
+        guard.release().await.unwrap();
+    }
+    locker.close().await.unwrap();
+    server.crash();
+    server.run();
+    let after = support::connect("restarted PostgreSQL", &server.url()).await;
+    let guard = after
+        .lock("k")
+        .ttl(10 * SECOND)
+        .wait(10 * SECOND)
+        .await
+        .unwrap();
+    let fence = guard.fence().unwrap();
+    assert!(fence > last, "fence {fence} after {last} across the crash");
+    guard.release().await.unwrap();
+    after.close().await.unwrap();
+}

@@ -96,8 +96,8 @@ pub struct PostgresBackend {
     table: String,
     sql: Arc<Statements>,
     waiters: Arc<Waiters>,
-    /// Dropped with the backend: ends the `LISTEN` task.
-    _listening: tokio::sync::watch::Sender<()>,
+    /// Dropped with the backend (or sent to by `close`): ends the `LISTEN` task.
+    listening: tokio::sync::watch::Sender<()>,
 }
 
 #[derive(Debug)]
@@ -334,7 +334,7 @@ impl PostgresBackend {
             table,
             sql,
             waiters,
-            _listening: closed_tx,
+            listening: closed_tx,
         })
     }
 
@@ -528,6 +528,9 @@ impl Backend for PostgresBackend {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // The LISTEN task holds a pooled connection: stop it first, or the pool's close
+            // waits for that connection until the timeout.
+            let _ = self.listening.send(());
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.close()).await;
         })
     }
