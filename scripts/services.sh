@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the real servers dlock's tests use, on loopback: Redis 6379, MariaDB 3306, ZooKeeper 2181,
-# PostgreSQL 5432 (user postgres, trusted on loopback, database test).
+# PostgreSQL 5432 (user postgres, trusted on loopback, database test), etcd 2379. Also installs
+# protoc, which building the etcd client needs.
 #   scripts/services.sh up       install what is missing (Debian packages), start what does not answer
 #   scripts/services.sh status   one line per server
 #   scripts/services.sh down     stop them
@@ -11,6 +12,8 @@ REDIS_PORT=6379
 MYSQL_PORT=3306
 ZK_PORT=2181
 PG_PORT=5432
+ETCD_PORT=2379
+ETCD_DIR=/tmp/dlock-etcd
 ZK_SERVER=/usr/share/zookeeper/bin/zkServer.sh
 
 SUDO=""
@@ -38,6 +41,8 @@ PY
 
 pg_ok() { command -v psql >/dev/null && psql -h 127.0.0.1 -p $PG_PORT -U postgres -d test -tAc 'SELECT 1' >/dev/null 2>&1; }
 
+etcd_ok() { port_open $ETCD_PORT && curl -sf -X POST "http://127.0.0.1:$ETCD_PORT/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1; }
+
 wait_for() { # name check timeout_s
   local name=$1 check=$2 limit=$3 i=0
   while ! $check; do
@@ -53,6 +58,9 @@ install_missing() {
   command -v mariadbd >/dev/null || command -v mysqld >/dev/null || pkgs+=(mariadb-server)
   [ -x "$ZK_SERVER" ] || pkgs+=(zookeeper)
   command -v pg_ctlcluster >/dev/null || pkgs+=(postgresql)
+  command -v etcd >/dev/null || pkgs+=(etcd-server)
+  command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
+  command -v curl >/dev/null || pkgs+=(curl)
   if [ ${#pkgs[@]} -gt 0 ]; then
     echo "installing ${pkgs[*]} ..."
     $SUDO apt-get update -qq
@@ -107,28 +115,43 @@ pg_up() {
   wait_for postgres pg_ok 30
 }
 
+etcd_up() {
+  etcd_ok && return 0
+  mkdir -p "$ETCD_DIR"
+  # One member on loopback; started detached so it outlives this script.
+  setsid etcd --name dlock-test --data-dir "$ETCD_DIR/data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster dlock-test=http://127.0.0.1:2380 >"$ETCD_DIR/log" 2>&1 < /dev/null &
+  wait_for etcd etcd_ok 30
+}
+
 status() {
   local rc=0
   if redis_ok; then echo "redis      up    127.0.0.1:$REDIS_PORT"; else echo "redis      DOWN  127.0.0.1:$REDIS_PORT"; rc=1; fi
   if mysql_ok; then echo "mariadb    up    127.0.0.1:$MYSQL_PORT (root, empty password, database test)"; else echo "mariadb    DOWN  127.0.0.1:$MYSQL_PORT"; rc=1; fi
   if zk_ok; then echo "zookeeper  up    127.0.0.1:$ZK_PORT"; else echo "zookeeper  DOWN  127.0.0.1:$ZK_PORT"; rc=1; fi
   if pg_ok; then echo "postgres   up    127.0.0.1:$PG_PORT (postgres, database test)"; else echo "postgres   DOWN  127.0.0.1:$PG_PORT"; rc=1; fi
+  if etcd_ok; then echo "etcd       up    127.0.0.1:$ETCD_PORT"; else echo "etcd       DOWN  127.0.0.1:$ETCD_PORT"; rc=1; fi
+  if ! command -v protoc >/dev/null; then echo "protoc     MISSING (apt-get install protobuf-compiler)"; rc=1; fi
   return $rc
 }
 
 case "${1:-up}" in
   up)
-    if redis_ok && mysql_ok && zk_ok && pg_ok; then status; exit 0; fi
+    if redis_ok && mysql_ok && zk_ok && pg_ok && etcd_ok && command -v protoc >/dev/null; then status; exit 0; fi
     install_missing
     redis_up & r=$!
     mysql_up & m=$!
     zk_up & z=$!
     pg_up & p=$!
+    etcd_up & e=$!
     fail=0
     wait $r || fail=1
     wait $m || fail=1
     wait $z || fail=1
     wait $p || fail=1
+    wait $e || fail=1
     status || fail=1
     exit $fail
     ;;
@@ -140,7 +163,8 @@ case "${1:-up}" in
     for v in $(pg_lsclusters -h 2>/dev/null | awk '{ print $1 }'); do
       $SUDO pg_ctlcluster "$v" main stop >/dev/null 2>&1 || true
     done
-    echo "stopped redis, mariadb, zookeeper, postgres"
+    pkill -f "etcd --name dlock-test" >/dev/null 2>&1 || true
+    echo "stopped redis, mariadb, zookeeper, postgres, etcd"
     ;;
   *) echo "usage: $0 up|status|down" >&2; exit 2 ;;
 esac

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dlock::{distributed_lock, Error, Locker};
-use support::{mysql_url, postgres_url, redis_url, unique, zookeeper_url, RedisServer};
+use support::{etcd_url, mysql_url, postgres_url, redis_url, unique, zookeeper_url, RedisServer};
 use tokio::runtime::Runtime;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -44,6 +44,7 @@ fn backends() -> (Vec<(&'static str, String)>, Vec<RedisServer>) {
         ("mysql", mysql_url()),
         ("zookeeper", zookeeper_url()),
         ("postgres", postgres_url()),
+        ("etcd", etcd_url()),
     ];
     (list, nodes)
 }
@@ -127,6 +128,7 @@ attributed! {
     registry_mysql => "rt-mysql",
     registry_zookeeper => "rt-zookeeper",
     registry_postgres => "rt-postgres",
+    registry_etcd => "rt-etcd",
 }
 
 #[test]
@@ -160,13 +162,14 @@ fn a_registered_locker_made_by_a_runtime_that_finished_serves_twenty_later_ones(
                     registry_mysql(&key, &counter).await,
                     registry_zookeeper(&key, &counter).await,
                     registry_postgres(&key, &counter).await,
+                    registry_etcd(&key, &counter).await,
                 ];
                 for (call, (name, _)) in calls.into_iter().zip(&list) {
                     call.unwrap_or_else(|e| panic!("run {i}, {name}: {e}"));
                 }
             });
         }
-        assert_eq!(counter.load(Ordering::SeqCst), 100);
+        assert_eq!(counter.load(Ordering::SeqCst), 120);
     }
 }
 

@@ -28,7 +28,7 @@
 //! - [`Backend`](backend::Backend): the trait a lock service implements.
 //!
 //! # Features
-//! One cargo feature per backend: `redis`, `redlock`, `mysql`, `postgres`, `zookeeper`; `macros` for
+//! One cargo feature per backend: `redis`, `redlock`, `mysql`, `postgres`, `zookeeper`, `etcd`; `macros` for
 //! `#[distributed_lock]`. The in-memory backend is always compiled.
 //!
 //! # Tracing

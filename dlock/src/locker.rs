@@ -16,7 +16,7 @@ use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
 const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, \
-                       postgres://, postgresql://, zookeeper://";
+                       postgres://, postgresql://, zookeeper://, etcd://";
 
 /// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
 ///
@@ -190,6 +190,7 @@ impl Locker {
     /// | `mysql://user[:pass]@host:port/db[?table=distributed_lock]` (`mariadb://` too) | MySQL / MariaDB table | `mysql` |
     /// | `postgres://user[:pass]@host:port/db[?table=dlock_locks]` (`postgresql://` too) | PostgreSQL table | `postgres` |
     /// | `zookeeper://host:port[,host:port]/root[?session_timeout=10s]` (`zk://` too) | ZooKeeper | `zookeeper` |
+    /// | `etcd://host:port[,host:port]/root` | etcd v3 | `etcd` |
     ///
     /// Fences are per backend (and per key): a fence from one service says nothing about a fence
     /// from another, so a resource that checks fences must be guarded through one backend.
@@ -348,6 +349,12 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         )),
         #[cfg(not(feature = "zookeeper"))]
         "zookeeper" | "zk" => Err(not_compiled(url, "zookeeper")),
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(
+            crate::backend::etcd::EtcdBackend::connect(url).await?,
+        )),
+        #[cfg(not(feature = "etcd"))]
+        "etcd" => Err(not_compiled(url, "etcd")),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(
             crate::backend::postgres::PostgresBackend::connect(url).await?,

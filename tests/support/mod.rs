@@ -26,6 +26,12 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// The etcd URL the tests use: `DLOCK_TEST_ETCD_URL` or `etcd://127.0.0.1:2379/dlock-test`.
+pub fn etcd_url() -> String {
+    std::env::var("DLOCK_TEST_ETCD_URL")
+        .unwrap_or_else(|_| "etcd://127.0.0.1:2379/dlock-test".into())
+}
+
 /// The ZooKeeper URL the tests use: `DLOCK_TEST_ZOOKEEPER_URL` or `zookeeper://127.0.0.1:2181/dlock-test`.
 pub fn zookeeper_url() -> String {
     std::env::var("DLOCK_TEST_ZOOKEEPER_URL")

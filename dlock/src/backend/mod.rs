@@ -24,6 +24,8 @@ use crate::Result;
 
 #[cfg(any(feature = "mysql", feature = "postgres", feature = "zookeeper"))]
 mod digest;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;

@@ -1,0 +1,452 @@
+//! The etcd v3 backend: a key per acquisition attached to its own lease, created only if
+//! absent; the lowest creation revision under the lock's prefix holds the lock, and each waiter
+//! watches only the key just ahead of it (etcd's own lock recipe, as `concurrency.Mutex`).
+//!
+//! Enabled by the cargo feature `etcd` (crate [`etcd_client`], gRPC over tonic; building it
+//! needs `protoc`, which `scripts/services.sh up` installs).
+//!
+//! # URL
+//! `etcd://host:port[,host:port...]/root` (root default `/dlock`). Several hosts form one cluster;
+//! the client balances over them.
+//!
+//! # Recipe
+//! - acquire: grant a lease of the lock's `ttl` (whole seconds, rounded up; the server may raise
+//!   it to its minimum), then one transaction: *if* `create_revision(<root>/<key>/<token>) == 0`
+//!   *then* put it with that lease. Then list `<root>/<key>/`: the key with the lowest
+//!   `create_revision` holds the lock.
+//! - wait: watch the key just ahead (the highest `create_revision` below ours) from the listing's
+//!   revision on, for its deletion; then list again. One release wakes one waiter, FIFO.
+//! - release: delete our key and revoke its lease (which would delete it too).
+//! - lease: the watchdog's renewal is a keep-alive of the lease (`TTL 0` back: the lease expired,
+//!   the lock is lost); an `extend` to another length moves the key to a new lease (an update of
+//!   the key, so its `create_revision`, the fence, stays).
+//!
+//! # Fence
+//! The key's `create_revision`: etcd's revision grows with every write to the cluster and never
+//! goes back, also across a restart or a leader change, and holders are served in creation
+//! order, so fences strictly increase per key.
+//!
+//! # Keys
+//! The user key is percent-encoded (`%` and `/` only) into one path segment, so no lock's prefix
+//! is a prefix of another's; etcd keys are bytes, so nothing else needs mapping.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use super::{diagnose, remaining, within_wait, Backend, BoxFuture, Grant};
+use crate::locker::mask_password;
+use crate::{Error, Result};
+
+const NAME: &str = "etcd";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn backend_err(e: impl Into<crate::BoxError>) -> Error {
+    Error::backend(NAME, e)
+}
+
+/// What this backend knows of a key it created.
+#[derive(Debug, Clone)]
+struct Held {
+    path: Vec<u8>,
+    lease: i64,
+    /// The lease's length as granted, in seconds.
+    ttl_s: i64,
+}
+
+/// The etcd [`Backend`]; see the [module docs](self).
+pub struct EtcdBackend {
+    client: Client,
+    root: String,
+    hosts: String,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("hosts", &self.hosts)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lease length to ask for: whole seconds, rounded up, at least 1.
+fn lease_secs(ttl: Duration) -> i64 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+}
+
+/// `%` and `/` percent-encoded: one path segment, distinct for distinct keys.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl EtcdBackend {
+    /// Connects to `etcd://host:port[,host:port...]/root`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a malformed URL; [`Error::Backend`] when no endpoint answers
+    /// within 5 s (the message says whether the connection was refused or the server did not
+    /// answer like etcd).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!("{reason}; expected etcd://host:port[,host:port...]/root"),
+        };
+        let rest = url
+            .split_once("://")
+            .map(|(_, r)| r)
+            .ok_or_else(|| bad("no scheme"))?;
+        let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+        let (hosts, root) = rest.split_once('/').unwrap_or((rest, ""));
+        if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
+            return Err(bad("no host"));
+        }
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(|h| {
+                let h = h.trim();
+                if h.contains(':') {
+                    h.to_owned()
+                } else {
+                    format!("{h}:2379")
+                }
+            })
+            .collect();
+        for e in &endpoints {
+            let port = e.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+            if port.parse::<u16>().is_err() {
+                return Err(bad(&format!("`{e}` has no valid port")));
+            }
+        }
+        let root = match root.trim_matches('/') {
+            "" => "/dlock".to_owned(),
+            r => format!("/{r}"),
+        };
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let hosts = endpoints.join(",");
+        let unreachable = |e: String| async move {
+            backend_err(format!(
+                "cannot connect to etcd at {hosts}: {e}; {}",
+                diagnose(&hosts, "etcd").await
+            ))
+        };
+        let client = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Client::connect(endpoints.clone(), Some(options)),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unreachable(e.to_string()).await),
+            Err(_) => return Err(unreachable("no answer within 5s".into()).await),
+        };
+        // The connection is lazy: ask something, so a dead endpoint fails here.
+        let mut probe = client.clone();
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe.get(root.as_bytes(), None)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(unreachable(e.to_string()).await),
+            Err(_) => return Err(unreachable("no answer within 5s".into()).await),
+        }
+        Ok(EtcdBackend {
+            client,
+            root,
+            hosts: endpoints.join(","),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn prefix(&self, key: &str) -> String {
+        format!("{}/{}/", self.root, encode_key(key))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates our key (once) and returns its create revision.
+    async fn create(&self, path: &[u8], ttl: Duration, token: &str) -> Result<(Held, i64)> {
+        let mut client = self.client.clone();
+        let ttl_s = lease_secs(ttl);
+        let lease = client.lease_grant(ttl_s, None).await.map_err(backend_err)?;
+        let held = Held {
+            path: path.to_vec(),
+            lease: lease.id(),
+            ttl_s: lease.ttl(),
+        };
+        // Known before the put: a cancelled acquire's release finds and removes it.
+        self.held().insert(token.to_owned(), held.clone());
+        let txn = Txn::new()
+            .when([Compare::create_revision(path, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                path,
+                Vec::new(),
+                Some(PutOptions::new().with_lease(lease.id())),
+            )])
+            .or_else([TxnOp::get(path, None)]);
+        let done = client.txn(txn).await.map_err(backend_err)?;
+        let revision = done
+            .header()
+            .map(|h| h.revision())
+            .ok_or_else(|| backend_err("transaction without a header"))?;
+        if !done.succeeded() {
+            return Err(backend_err("the lock key of this token already exists"));
+        }
+        Ok((held, revision))
+    }
+
+    /// Deletes our key and revokes its lease; `true` when the key was there.
+    async fn remove(&self, held: &Held) -> Result<bool> {
+        let mut client = self.client.clone();
+        let deleted = client
+            .delete(held.path.clone(), None)
+            .await
+            .map_err(backend_err)?
+            .deleted();
+        // Best effort: the lease expires by itself otherwise.
+        let _ = client.lease_revoke(held.lease).await;
+        Ok(deleted > 0)
+    }
+
+    async fn acquire_inner(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>> {
+        let prefix = self.prefix(key);
+        let path = format!("{prefix}{token}").into_bytes();
+        let created_at = Instant::now();
+        let (held, mine) = within_wait(NAME, deadline, self.create(&path, ttl, token)).await?;
+        let mut client = self.client.clone();
+        let mut first = true;
+        loop {
+            let checked_at = Instant::now();
+            let listing = within_wait(NAME, deadline, async {
+                client
+                    .get(
+                        prefix.as_bytes(),
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await
+                    .map_err(backend_err)
+            })
+            .await?;
+            let at = listing.header().map_or(0, |h| h.revision());
+            let ahead = listing
+                .kvs()
+                .iter()
+                .filter(|kv| kv.create_revision() < mine)
+                .max_by_key(|kv| kv.create_revision())
+                .map(|kv| kv.key().to_vec());
+            if !listing.kvs().iter().any(|kv| kv.key() == path.as_slice()) {
+                // Our key is gone: its lease expired or it was deleted while we queued.
+                self.held().remove(token);
+                return Err(backend_err(
+                    "the lock key vanished while queued (its lease expired?)",
+                ));
+            }
+            let Some(ahead) = ahead else {
+                let sent_at = if first { created_at } else { checked_at };
+                return Ok(Some(Grant::new(u64::try_from(mine).ok(), sent_at)));
+            };
+            first = false;
+            if remaining(deadline).is_some_and(|l| l.is_zero()) {
+                self.held().remove(token);
+                self.remove(&held).await?;
+                return Ok(None);
+            }
+            let (mut watcher, mut stream) = within_wait(NAME, deadline, async {
+                client
+                    .watch(
+                        ahead.clone(),
+                        Some(WatchOptions::new().with_start_revision(at + 1)),
+                    )
+                    .await
+                    .map_err(backend_err)
+            })
+            .await?;
+            let gone = async {
+                loop {
+                    match stream.message().await {
+                        Ok(Some(msg)) => {
+                            if msg.canceled()
+                                || msg
+                                    .events()
+                                    .iter()
+                                    .any(|e| e.event_type() == EventType::Delete)
+                            {
+                                return;
+                            }
+                        }
+                        // The stream ended or failed: look again rather than wait for ever.
+                        _ => return,
+                    }
+                }
+            };
+            let until = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = gone => {}
+                _ = until => {}
+            }
+            let _ = watcher.cancel().await;
+        }
+    }
+}
+
+impl Backend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.acquire_inner(key, token, ttl, deadline))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let path = format!("{}{token}", self.prefix(key)).into_bytes();
+            let known = self.held().remove(token);
+            match known {
+                Some(held) => self.remove(&held).await,
+                None => {
+                    // Not known here (an acquire cancelled mid-way): delete by name.
+                    let mut client = self.client.clone();
+                    let deleted = client.delete(path, None).await.map_err(backend_err)?;
+                    Ok(deleted.deleted() > 0)
+                }
+            }
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let known = self.held().get(token).cloned();
+            let held = match known {
+                Some(held) => held,
+                // Not known here (this Locker reconnected since the acquire): the key and its
+                // lease are on the server; find them.
+                None => {
+                    let path = format!("{}{token}", self.prefix(key)).into_bytes();
+                    let found = client.get(path.clone(), None).await.map_err(backend_err)?;
+                    let Some(kv) = found.kvs().first() else {
+                        return Ok(false);
+                    };
+                    let lease = kv.lease();
+                    let granted = client
+                        .lease_time_to_live(lease, None)
+                        .await
+                        .map_err(backend_err)?
+                        .granted_ttl();
+                    let held = Held {
+                        path,
+                        lease,
+                        ttl_s: granted,
+                    };
+                    self.held().insert(token.to_owned(), held.clone());
+                    held
+                }
+            };
+            if lease_secs(ttl) <= held.ttl_s {
+                // Renew to the granted length (never longer than the client records: the
+                // lease task records `ttl`, at most the granted length).
+                let (mut keeper, mut stream) = client
+                    .lease_keep_alive(held.lease)
+                    .await
+                    .map_err(backend_err)?;
+                keeper.keep_alive().await.map_err(backend_err)?;
+                let answer = stream.message().await.map_err(backend_err)?;
+                if answer.is_none_or(|a| a.ttl() <= 0) {
+                    return Ok(false);
+                }
+                // The lease lives; the key must too (it may have been deleted by hand).
+                let there = client
+                    .get(held.path.clone(), Some(GetOptions::new().with_count_only()))
+                    .await
+                    .map_err(backend_err)?;
+                return Ok(there.count() > 0);
+            }
+            // Longer than the lease: move the key to a new lease of that length (an update:
+            // its create revision, the fence, stays), if it is still ours.
+            let lease = client
+                .lease_grant(lease_secs(ttl), None)
+                .await
+                .map_err(backend_err)?;
+            let txn = Txn::new()
+                .when([Compare::lease(
+                    held.path.clone(),
+                    CompareOp::Equal,
+                    held.lease,
+                )])
+                .and_then([TxnOp::put(
+                    held.path.clone(),
+                    Vec::new(),
+                    Some(PutOptions::new().with_lease(lease.id())),
+                )]);
+            let moved = client.txn(txn).await.map_err(backend_err)?.succeeded();
+            if !moved {
+                let _ = client.lease_revoke(lease.id()).await;
+                return Ok(false);
+            }
+            let _ = client.lease_revoke(held.lease).await;
+            self.held().insert(
+                token.to_owned(),
+                Held {
+                    lease: lease.id(),
+                    ttl_s: lease.ttl(),
+                    ..held
+                },
+            );
+            Ok(true)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_leases() {
+        assert_eq!(encode_key("a/b%c"), "a%2Fb%25c");
+        assert_ne!(encode_key("a/b"), encode_key("a%2Fb"));
+        assert_eq!(lease_secs(Duration::from_millis(1)), 1);
+        assert_eq!(lease_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(lease_secs(Duration::from_secs(30)), 30);
+    }
+}

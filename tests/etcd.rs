@@ -1,0 +1,146 @@
+//! The etcd backend against a real etcd (`DLOCK_TEST_ETCD_URL`, default
+//! `etcd://127.0.0.1:2379/dlock-test`; `scripts/services.sh up` starts it). Keys come from
+//! `support::unique`, so parallel tests never share one.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dlock::{Error, Locker};
+use support::Holder;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+async fn locker() -> Locker {
+    support::connect("etcd", &support::etcd_url()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_tasks_over_four_lockers_keep_a_counter_exact_with_increasing_fences() {
+    let key = support::unique("counter");
+    let mut lockers = Vec::new();
+    for _ in 0..4 {
+        lockers.push(locker().await);
+    }
+    let fences = support::contend(&lockers, &key, 16, 10).await;
+    assert_eq!(fences.len(), 16 * 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_in_arrival_order_and_a_release_wakes_the_next() {
+    let key = support::unique("fifo");
+    let holder_locker = locker().await;
+    let holder = holder_locker
+        .lock(key.as_str())
+        .ttl(30 * SECOND)
+        .await
+        .unwrap();
+    let mut waiters = Vec::new();
+    for i in 0..4u32 {
+        let l = locker().await;
+        let key = key.clone();
+        waiters.push(tokio::spawn(async move {
+            let g = l
+                .lock(key.as_str())
+                .ttl(30 * SECOND)
+                .wait(30 * SECOND)
+                .await
+                .unwrap();
+            let fence = g.fence().unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            g.release().await.unwrap();
+            (i, fence)
+        }));
+        // Queue one after the other.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let mut order = Vec::new();
+    for w in waiters {
+        order.push(w.await.unwrap());
+    }
+    assert!(released.elapsed() < 10 * SECOND, "{:?}", released.elapsed());
+    let ids: Vec<u32> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(ids, vec![0, 1, 2, 3]);
+    assert!(
+        order.windows(2).all(|w| w[0].1 < w[1].1),
+        "fences grow: {order:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_release_and_extend_after_expiry_are_lost() {
+    let key = support::unique("stale");
+    let (a, b) = (locker().await, locker().await);
+    // A fixed 1 s lease (etcd's lease is at least that long): the client gives it up by itself.
+    let stale = a.lock(key.as_str()).ttl(SECOND).await.unwrap();
+    let next = b.lock(key.as_str()).wait(20 * SECOND).await.unwrap();
+    assert!(next.fence() > stale.fence());
+    assert!(!stale.is_held());
+    assert!(matches!(
+        stale.extend(10 * SECOND).await,
+        Err(Error::Lost { .. })
+    ));
+    assert!(matches!(stale.release().await, Err(Error::Lost { .. })));
+    assert!(a.try_lock(key.as_str()).await.unwrap().is_none());
+    next.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchdog_keeps_a_short_lease_and_extend_moves_it() {
+    let key = support::unique("watchdog");
+    let (a, b) = (locker().await, locker().await);
+    let guard = a
+        .lock(key.as_str())
+        .ttl(2 * SECOND)
+        .watchdog(true)
+        .await
+        .unwrap();
+    let fence = guard.fence();
+    let until = Instant::now() + 5 * SECOND;
+    while Instant::now() < until {
+        assert!(guard.is_held());
+        assert!(b.try_lock(key.as_str()).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    guard.extend(20 * SECOND).await.unwrap();
+    assert_eq!(guard.fence(), fence);
+    assert!(b.try_lock(key.as_str()).await.unwrap().is_none());
+    guard.release().await.unwrap();
+    assert!(b.try_lock(key.as_str()).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_holder_frees_after_its_lease_and_odd_keys_stay_distinct() {
+    let key = support::unique("killed/with%odd");
+    let holder = Holder::start(&support::etcd_url(), &key, 2 * SECOND, true);
+    let held = holder.fence;
+    let b = locker().await;
+    assert!(b.try_lock(key.as_str()).await.unwrap().is_none());
+    // A key that differs only by the escaped characters is another lock.
+    assert!(b.try_lock(key.replace('/', "%2F")).await.unwrap().is_some());
+    let killed = Instant::now();
+    holder.kill();
+    let next = b.lock(key.as_str()).wait(30 * SECOND).await.unwrap();
+    assert!(killed.elapsed() < 15 * SECOND, "{:?}", killed.elapsed());
+    assert!(next.fence() > held);
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_urls_and_a_closed_port_fail_clearly() {
+    let port = support::free_port();
+    let started = Instant::now();
+    let err = Locker::connect(&format!("etcd://127.0.0.1:{port}/x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(started.elapsed() < 10 * SECOND);
+    for url in ["etcd:///x", "etcd://127.0.0.1:notaport/x"] {
+        assert!(
+            matches!(Locker::connect(url).await, Err(Error::InvalidUrl { .. })),
+            "{url}"
+        );
+    }
+}
