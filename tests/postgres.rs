@@ -407,3 +407,66 @@ async fn fences_keep_growing_across_a_server_crash_and_restart() {
     guard.release().await.unwrap();
     after.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_acquire_leaves_nothing_held_and_a_dropped_guard_frees_at_once() {
+    let key = support::unique("cancel");
+    let (a, b) = (locker().await, locker().await);
+    // Cut the acquire at many points, some after the server granted it (the acquire takes
+    // about a millisecond here).
+    for micros in (0..6000).step_by(200) {
+        let _ = tokio::time::timeout(Duration::from_micros(micros), a.lock(key.as_str())).await;
+    }
+    // Each granted-then-dropped acquire is released in the background: the key frees within
+    // moments, not after the 30 s lease (generous bound).
+    let next = b.lock(key.as_str()).wait(10 * SECOND).await.unwrap();
+    let waiter = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            a.lock(key.as_str())
+                .wait(20 * SECOND)
+                .await
+                .map(|g| g.waited())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(next);
+    let waited = waiter.await.unwrap().unwrap();
+    assert!(waited < 5 * SECOND, "waited {waited:?}");
+    assert_nothing_left(&key).await;
+}
+
+/// Issue 13: a stalled server (every process of a private cluster SIGSTOPped) makes renewals
+/// fail, and `lost()` fires by the lease deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_fires_lost_by_the_lease_deadline() {
+    let server = PgServer::start();
+    let locker = support::connect("private PostgreSQL", &server.url()).await;
+    let guard = locker
+        .lock("k")
+        .ttl(2 * SECOND)
+        .watchdog(true)
+        .await
+        .unwrap();
+    let pid = std::fs::read_to_string(server.dir.join("data/postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_owned();
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("pkill")
+            .args([sig, "-P", &pid])
+            .status();
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+    };
+    signal("-STOP");
+    let paused = Instant::now();
+    let lost = tokio::time::timeout(15 * SECOND, guard.lost()).await;
+    signal("-CONT");
+    assert!(
+        lost.is_ok(),
+        "lost() did not fire while the server was paused"
+    );
+    // The lease is 2 s; allow for the renewal period and a loaded machine.
+    assert!(paused.elapsed() < 5 * SECOND, "{:?}", paused.elapsed());
+    assert!(!guard.is_held());
+}

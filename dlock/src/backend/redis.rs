@@ -5,100 +5,54 @@
 //! Every state change is atomic on the server; no step can interleave with another client's in
 //! a way that breaks the lock:
 //!
-//! - **acquire**: one round trip, `MULTI; SET lock token NX PX ttl; INCR fence; EXEC`. The lock
-//!   is won when the `SET` says OK, and the fence is the `INCR`'s value. `INCR` runs on lost
-//!   attempts too (a fence only has to grow, not be dense); inside the transaction it runs right
-//!   after a winning `SET`, before anything else, so fences strictly increase across holders.
-//!   The transaction costs the server less than the same steps in a Lua script (the bench
-//!   measures ~1.1–1.2x the throughput of the `EVALSHA` shape). A waiter at the front of the
-//!   local queue asks `PTTL lock` after a lost attempt, to bound its fallback retry.
-//! - The two token-checked steps are Lua scripts run with `EVALSHA` (loaded on first use,
-//!   reloaded when the server answers `NOSCRIPT`):
+//! - **acquire**: one round trip, one Lua script (`EVALSHA`): `SET lock token NX PX ttl`; when
+//!   that wins, the fence by the rule below, stored back as the key's fence counter. A waiter at
+//!   the front of the local queue asks `PTTL lock` after a lost attempt, to bound its fallback.
+//! - Scripts run with `EVALSHA` (loaded on first use, reloaded when the server answers
+//!   `NOSCRIPT`); the two token-checked steps:
 //! - **release**: if `GET lock == token` then `DEL lock` and `PUBLISH released`; returns 1 or 0.
 //!   Never `GET` then `DEL` from the client: the lease could expire and another client take the
 //!   lock between the two, and the `DEL` would free *their* lock.
 //! - **extend** (also the watchdog's renewal): if `GET lock == token` then `PEXPIRE lock ttl`.
 //!
 //! # Fences
-//! A fence must never repeat or go back for a key, also when the server loses its counter: a
-//! restart that kept nothing, a `FLUSHALL`/`FLUSHDB`, a failover to a replica that missed the
-//! last `INCR`. A counter that starts again from 1 would let a stale holder's writes through
-//! once the new fences catch up with the old ones. So the counter is **seeded from the
-//! server's clock**, in microseconds since 1970, whenever it is found unseeded:
+//! A fence must never repeat or go back for a key, also when the server loses or rolls back its
+//! counter: a restart that kept nothing, a `FLUSHALL`/`FLUSHDB`, a failover to a replica that
+//! had not received the last writes (replication is asynchronous). A counter that starts again,
+//! or continues from an older value, would let a stale holder's writes through once the new
+//! fences catch up with the old ones. So every grant (acquire or hand-off) draws
 //!
-//! - the acquire transaction's `INCR` answers as before; a value below 10^15 (September 2001 in
-//!   µs) can only come from an `INCR` on a missing counter (a new key, or a lost one). The
-//!   winner, still holding the lock, then runs one script: `TIME` → `now` (µs); the counter is
-//!   set to `max(counter, now)` and incremented; that is its fence. One extra round trip, once
-//!   per key and per loss of its counter; a hand-off never seeds (it lets the key go free
-//!   instead, and the waiter's own attempt seeds it).
-//! - **Why a fence cannot repeat or go back.** Assume (A) the server's clock does not go back
-//!   (across a restart or to a failed-over replica: NTP-synchronized clocks), and (B) a key's
-//!   counter is incremented less often than once per microsecond on average since it was
-//!   seeded (each increment is a round trip to one single-threaded server; Redis executes well
-//!   under 10^6 commands per second). A counter seeded at time `s` holds, at any later time
-//!   `t`, at most `s + (increments since s) < s + (t − s) = t`: every fence issued up to `t` is
-//!   below `t`. When the counter is lost and re-seeded at `t' ≥ t`, the next fence is
-//!   `t' + 1 > t >` every earlier fence. Without a loss, `INCR` alone only grows.
+//! ```text
+//! fence = max(counter + 1, now)      now = the server's clock (TIME), in µs since 1970
+//! ```
+//!
+//! and stores it back as the counter, in the same script, atomically.
+//!
+//! - **Why a fence cannot repeat or go back.** Assume (A) the servers' clocks do not go back
+//!   (across a restart, or from a primary to the replica that replaces it: NTP-synchronized
+//!   clocks) and (B) a key gets fewer than one grant per microsecond on average (each grant is a
+//!   round trip to one single-threaded server, far below 10^6 per second). Then a fence issued
+//!   at time `t` is at most `t` plus the grants within the same microsecond, so below any later
+//!   `now`; and every fence is at least the `now` of its grant. Whatever the counter holds after
+//!   a restart, flush or failover (nothing, or an older value), the next fence is at least the
+//!   new `now`, above every fence issued before. Without a loss, `counter + 1` only grows.
 //! - **When (A) breaks**, the client notices what it can: each backend remembers the highest
-//!   fence it handed out, and the seeding script refuses (an [`Error::Backend`] that says why)
-//!   when the server's clock is not past it, rather than hand out a lower fence. Another
-//!   process that never saw the higher fences cannot tell; that is the assumption.
-//! - Fences are therefore large numbers (about 1.7 × 10^15); compare them, do not count on
-//!   them being dense. They fit in an `i64`/`BIGINT` column.
-//!
-//! # Key mapping
-//! A user key `k` becomes three Redis names that share one hash tag, so they live in one slot and
-//! the scripts work unchanged on Redis Cluster:
-//!
-//! | name | Redis key / channel |
-//! |---|---|
-//! | lock | `dlock:{E(k)}` |
-//! | fence counter | `dlock:{E(k)}:fence` |
-//! | release notices | `dlock:{E(k)}:released` (a pub/sub channel) |
-//!
-//! `E` percent-encodes `%`, `{` and `}` (as `%25`, `%7B`, `%7D`) and keeps every other byte, so
-//! the tag is exactly `E(k)`, never cut short by a `}` in the key, and distinct keys map to
-//! distinct names (the encoding is injective). Redis keys are binary-safe: spaces, newlines,
-//! non-ASCII and long keys need nothing more. The fence counter is left behind by design (a
-//! fence must never go back); everything else disappears on release or expiry.
-//!
-//! # Waiting
-//! The first attempt is made without any subscription (the uncontended path costs one round
-//! trip). A waiter then joins its key's local FIFO queue and the Locker's one pub/sub connection
-//! subscribes to the key's channel (once per key, shared by all local waiters) **before** the next
-//! attempt, so a release published between a failed attempt and the wait is never missed. Each
-//! notice wakes only the front waiter of that key's queue; a waiter that leaves after being
-//! woken passes the wake-up on. When no notice comes (lost connection, a holder that crashed),
-//! a fallback retry fires after a jittered delay bounded by the holder's remaining `PTTL` (and a
-//! backoff that grows from 200 ms), never after a fixed sleep.
-//!
-//! # Hand-off to a local waiter
-//! When a guard of this Locker releases a key that local waiters queue for, the release hands
-//! the lock straight to the front waiter in one script (`GET lock == old` then
-//! `SET lock new PX ttl` and `INCR fence`): the lock is never free in between, so there is no
-//! notice and no second round trip, and the waiter gets a fresh lease and a higher fence. A key is
-//! handed over at most 16 times in a row; the next release lets it go free (with a notice) so
-//! waiters of other Lockers and processes get their turn. A waiter whose wait runs out while a
-//! hand-off is in flight takes the outcome; one whose acquire is dropped has its token released
-//! by the locker like any cancelled acquire.
-//!
-//! # Connections
-//! Commands go over one multiplexed, auto-reconnecting [`ConnectionManager`] with a 2 s connect
-//! timeout and a 3 s response timeout, so a dead server is an [`Error::Backend`] in bounded time.
-//! The pub/sub connection (RESP3, resubscribes after reconnecting) is opened on the first wait.
-//! While waiters listen on it, it is checked with a `PING` every second; one that does not
-//! answer within a second (a half-open socket, or a server that came back after the client's
-//! own reconnects gave up) is replaced, every queued channel is subscribed again and the front
-//! waiters retry. A queued waiter makes sure its channel is subscribed before each attempt, so
-//! after a disconnection it listens again before it looks at the key.
+//!   fence it handed out, and a grant whose fence would not be above it is refused (an
+//!   [`Error::Backend`] that says why, the lock given back) rather than hand out a lower fence.
+//!   Another process that never saw the higher fences cannot tell; that is the assumption.
+//! - Fences are therefore large numbers (about 1.8 × 10^15); compare them, do not count on them
+//!   being dense. They fit in an `i64`/`BIGINT` column.
+//! - The price: the acquire is a Lua script (it reads the clock) rather than a `MULTI`
+//!   transaction, which the bench measured at 1.1–1.2x the throughput; safety across a failover
+//!   is worth it (the chaos suite's `failover` fault gave out repeated and lower fences with the
+//!   counter-only scheme).
 //!
 //! # Restarts
 //! A Redis restart that kept nothing (no AOF/RDB) frees every lock at once, while their holders
 //! may still be inside their leases. The Redis documentation's answer is a *delayed restart*:
 //! keep the restarted server out of use for longer than the longest lease. dlock does it from
-//! the client: when a grant finds the key's state lost (its fence counter missing: see
-//! "Fences"), it asks the server's uptime (`INFO server`, only on that rare path); if the
+//! the client: when a grant finds the key's state lost (its fence counter missing), it asks the
+//! server's uptime (`INFO server`, only on that rare path); if the
 //! server has been up for less than `?restart_delay=` (default 30 s, the default watchdog lease;
 //! set it to your longest `ttl`), the grant is given back and acquires wait (within their
 //! `.wait`) until the server has been up that long. A fresh server looks the same as a
@@ -108,12 +62,13 @@
 //!
 //! # Replicas
 //! `?replicas=N` on the URL: a grant (and each renewal) counts only once N replicas have it —
-//! `WAIT N 1000` after it on the same connection. A grant not confirmed within a second is
+//! `WAIT N` after it on the same connection, for at most a quarter of the lease and a second (a
+//! grant confirmed later would come back with little of its lease left). A grant not confirmed is
 //! withdrawn (token-checked release) and the acquire fails with [`Error::Backend`]; a renewal
 //! not confirmed is a failed renewal (the watchdog retries until the lease deadline). So a
 //! failover to a replica that had confirmed keeps the lock and its fence. Without it,
 //! replication is asynchronous: a failover right after a grant can lose the lock (a second
-//! holder gets in), and the fence counter (re-seeded from the clock, see "Fences") still grows.
+//! holder gets in), but fences still grow (each is at least the server's clock: see "Fences").
 //!
 //! # Eviction
 //! `connect` refuses a server with a `maxmemory` limit and any `maxmemory-policy` other than
@@ -154,47 +109,53 @@ return 0",
     )
 });
 
-/// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
-/// lease and fence, without ever being free (no notice, no second round trip).
-/// Returns -2 without touching anything when the fence counter is not seeded (lost in a restart
-/// or flush): the releaser then lets the key go free and the waiter's own attempt re-seeds it.
-static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  if tonumber(redis.call('GET', KEYS[2]) or '0') < 1e15 then
-    return -2
+/// The fence rule every grant follows: `max(counter + 1, server time in µs)`, stored back as the
+/// counter (see the module docs, "Fences"). `ARGV[h]` is the highest fence the client has seen:
+/// a fence not above it is refused (`-1`).
+const FENCE_RULE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local stored = redis.call('GET', KEYS[2])
+local f = math.max(tonumber(stored or '0') + 1, now)";
+
+/// Acquire: `SET lock token NX PX ttl`; when won, the fence by [`FENCE_RULE`]. Returns
+/// `{1, fence, counter_was_missing}`, `{0, 0, 0}` when busy, `{-1, fence, 0}` when the fence
+/// would not be above `ARGV[3]` (the lock is then given back). With `ARGV[4] == '1'` (a queued
+/// waiter) a key already holding `ARGV[1]` (an unannounced hand-off) counts as won: its lease is
+/// set afresh and the fence the hand-off drew is returned.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[4] == '1' and redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {{1, tonumber(redis.call('GET', KEYS[2]) or '0'), 0}}
   end
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return redis.call('INCR', KEYS[2])
+  return {{0, 0, 0}}
 end
-return 0",
-    )
+{FENCE_RULE}
+if f <= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  return {{-1, f, 0}}
+end
+redis.call('SET', KEYS[2], string.format('%d', f))
+if stored then return {{1, f, 0}} end
+return {{1, f, 1}}"
+    ))
 });
 
-/// Fences below this (1e15 µs after 1970, i.e. September 2001) come from a counter that was
-/// not seeded from the server's clock: created by `INCR` on a missing key (a new key, or one
-/// lost to a restart, a flush or a failover). See the module docs, "Fences".
-const SEEDED: u64 = 1_000_000_000_000_000;
-
-/// Seeds the fence counter of a lock we hold from the server's clock (µs) and draws a fence:
-/// `{1, fence}`; `{0, 0}` when the lock is no longer ours; `{-1, now}` when the server's clock
-/// is not past `ARGV[2]`, the highest fence this client has seen (a clock that went backwards,
-/// or a failover to a server whose clock is behind): refusing beats handing out a lower fence.
-static SEED_FENCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
+/// lease and a fence by [`FENCE_RULE`], without ever being free (no notice, no second round
+/// trip). Returns the fence, or 0 when `old` no longer holds the lock.
+static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
         r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0, 0}
+  return 0
 end
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%06d', tonumber(t[2]))
-if tonumber(now) <= tonumber(ARGV[2]) then
-  return {-1, now}
-end
-if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(now) then
-  redis.call('SET', KEYS[2], now)
-end
-return {1, redis.call('INCR', KEYS[2])}",
-    )
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+{FENCE_RULE}
+redis.call('SET', KEYS[2], string.format('%d', f))
+return f"
+    ))
 });
 
 /// How many times in a row a key may be handed from holder to local waiter before a release
@@ -359,11 +320,11 @@ impl RedisBackend {
 
     /// One acquire attempt: the fence and when the lease started when won, `None` when busy.
     ///
-    /// A queued waiter (`queued`) also reads the key in the same transaction: a release may
-    /// have handed it the lock already although the waiter never heard so (the releaser's
-    /// reply was lost, or its future dropped after the script was sent). The key then holds
-    /// the waiter's own token, and the attempt counts as won: its lease is set afresh by a
-    /// token-checked `PEXPIRE`, so the client's deadline never outlasts the server's.
+    /// One round trip, the [`ACQUIRE`] script. A queued waiter (`queued`) also counts a key that
+    /// already holds its own token as won: a release may have handed it the lock although the
+    /// waiter never heard so (the releaser's reply was lost, or its future dropped after the
+    /// script was sent); the script then sets the lease afresh, token-checked, so the client's
+    /// deadline never outlasts the server's, and returns the fence the hand-off drew.
     async fn attempt(
         &self,
         keys: &RedisKeys,
@@ -373,57 +334,49 @@ impl RedisBackend {
     ) -> Result<Option<(u64, Instant)>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut con = self.commands.clone();
-        // One round trip, one transaction (cheaper for the server than a Lua script). INCR runs
-        // on every attempt: the fence only has to grow. MULTI keeps a winning SET and its INCR
-        // together, so no other holder can come between them (see the module docs).
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(&keys.lock)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .cmd("INCR")
-            .arg(&keys.fence);
+        let seen = self.highest_fence.load(Ordering::Acquire);
         let sent_at = Instant::now();
-        let (set, fence, holder): (Option<String>, i64, Option<String>) = if queued {
-            pipe.cmd("GET").arg(&keys.lock);
-            pipe.query_async(&mut con).await.map_err(backend_err)?
-        } else {
-            let (set, fence): (Option<String>, i64) =
-                pipe.query_async(&mut con).await.map_err(backend_err)?;
-            (set, fence, None)
-        };
-        let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence counter"))?;
-        if set.is_some() {
-            let fence = self.seeded(keys, token, fence).await?;
-            if fence.is_some() {
-                self.replicated_or_undo(keys, token).await?;
-            }
-            return Ok(fence.map(|f| (f, sent_at)));
-        }
-        if holder.as_deref() != Some(token) {
-            return Ok(None);
-        }
-        // Handed to us unannounced: the INCR above is newer than the hand-off's fence, and
-        // nobody else held the key in between, so it is a valid (higher) fence for this lease.
-        let sent_at = Instant::now();
-        let extended: i64 = EXTEND
+        let (outcome, fence, counter_was_missing): (i64, i64, i64) = ACQUIRE
             .key(&keys.lock)
+            .key(&keys.fence)
             .arg(token)
             .arg(ttl_ms(ttl))
+            .arg(seen)
+            .arg(u8::from(queued))
             .invoke_async(&mut con)
             .await
             .map_err(backend_err)?;
-        if extended != 1 {
+        match outcome {
+            0 => return Ok(None),
+            1 => {}
+            _ => {
+                return Err(backend_err(format!(
+                    "refusing to hand out a fence: the server's clock ({fence} µs) is not past \
+                     the highest fence this client has seen ({seen}); a lower fence would let a \
+                     stale holder's writes through. Check the server's clock (a failover to a \
+                     server whose clock is behind?)"
+                )))
+            }
+        }
+        // The key's state was lost (or it is new): if the server restarted recently, a holder
+        // from before the restart may still be inside its lease. Give the grant back; and so
+        // for every key while that delay lasts (this grant stored the key's counter again).
+        let delayed = self.grants_wait().is_some()
+            || (counter_was_missing == 1 && self.restarted_recently().await?);
+        if delayed {
+            let _: i64 = RELEASE
+                .key(&keys.lock)
+                .arg(token)
+                .arg(&keys.channel)
+                .invoke_async(&mut con)
+                .await
+                .map_err(backend_err)?;
             return Ok(None);
         }
-        let fence = self.seeded(keys, token, fence).await?;
-        if fence.is_some() {
-            self.replicated_or_undo(keys, token).await?;
-        }
-        Ok(fence.map(|f| (f, sent_at)))
+        let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence"))?;
+        self.highest_fence.fetch_max(fence, Ordering::AcqRel);
+        self.replicated_or_undo(keys, token, ttl).await?;
+        Ok(Some((fence, sent_at)))
     }
 
     /// Whether the server has been up for less than `restart_delay` (asked with `INFO server`
@@ -477,15 +430,16 @@ impl RedisBackend {
     }
 
     /// With `?replicas=N`: whether N replicas have every write this connection made so far
-    /// (`WAIT N`, at most [`REPLICA_WAIT`]). Always true without it.
-    async fn replicated(&self) -> Result<bool> {
+    /// (`WAIT N`, for at most a quarter of the lease `ttl` and [`REPLICA_WAIT`]: a grant
+    /// confirmed late would come back with little of its lease left). Always true without it.
+    async fn replicated(&self, ttl: Duration) -> Result<bool> {
         if self.replicas == 0 {
             return Ok(true);
         }
         let mut con = self.commands.clone();
         let acked: i64 = redis::cmd("WAIT")
             .arg(self.replicas)
-            .arg(REPLICA_WAIT.as_millis() as u64)
+            .arg(replica_wait(ttl).as_millis().max(1) as u64)
             .query_async(&mut con)
             .await
             .map_err(backend_err)?;
@@ -494,8 +448,8 @@ impl RedisBackend {
 
     /// A grant that the replicas did not confirm is withdrawn (token-checked release) and the
     /// acquire fails: a failover could otherwise lose it.
-    async fn replicated_or_undo(&self, keys: &RedisKeys, token: &str) -> Result<()> {
-        if self.replicated().await? {
+    async fn replicated_or_undo(&self, keys: &RedisKeys, token: &str, ttl: Duration) -> Result<()> {
+        if self.replicated(ttl).await? {
             return Ok(());
         }
         let mut con = self.commands.clone();
@@ -507,59 +461,12 @@ impl RedisBackend {
             .await
             .map_err(backend_err)?;
         Err(backend_err(format!(
-            "fewer than {} replica(s) confirmed the grant within {REPLICA_WAIT:?} (?replicas={}); \
+            "fewer than {} replica(s) confirmed the grant within {:?} (?replicas={}); \
              the grant was withdrawn: a failover could have lost it",
-            self.replicas, self.replicas
+            self.replicas,
+            replica_wait(ttl),
+            self.replicas
         )))
-    }
-
-    /// `fence` as drawn, if its counter was seeded; else the counter is seeded from the server's
-    /// clock and a new fence drawn (one more round trip, once per key and per loss of its
-    /// counter). Records the highest fence seen. `None` when the lock is no longer ours.
-    async fn seeded(&self, keys: &RedisKeys, token: &str, fence: u64) -> Result<Option<u64>> {
-        let fence = if fence >= SEEDED {
-            fence
-        } else {
-            // The key's state was lost (or it is new): if the server restarted recently, a
-            // holder from before the restart may still be inside its lease. Give the grant back.
-            if self.restarted_recently().await? {
-                let mut con = self.commands.clone();
-                let _: i64 = RELEASE
-                    .key(&keys.lock)
-                    .arg(token)
-                    .arg(&keys.channel)
-                    .invoke_async(&mut con)
-                    .await
-                    .map_err(backend_err)?;
-                return Ok(None);
-            }
-            let mut con = self.commands.clone();
-            let seen = self.highest_fence.load(Ordering::Acquire);
-            let (outcome, value): (i64, String) = SEED_FENCE
-                .key(&keys.lock)
-                .key(&keys.fence)
-                .arg(token)
-                .arg(seen)
-                .invoke_async(&mut con)
-                .await
-                .map_err(backend_err)?;
-            match outcome {
-                1 => value
-                    .parse()
-                    .map_err(|_| backend_err(format!("unexpected fence `{value}`")))?,
-                0 => return Ok(None),
-                _ => {
-                    return Err(backend_err(format!(
-                        "refusing to hand out a fence: the fence counter of this key was lost \
-                         (a restart, a flush or a failover) and the server's clock ({value} µs) is \
-                         not past the highest fence this client has seen ({seen}); a lower fence \
-                         would let a stale holder's writes through. Check the server's clock"
-                    )))
-                }
-            }
-        };
-        self.highest_fence.fetch_max(fence, Ordering::AcqRel);
-        Ok(Some(fence))
     }
 
     /// Gives up on a hand-off still in flight when the wait has run out: the releaser will undo
@@ -657,6 +564,11 @@ const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 /// How long a grant or renewal waits for `?replicas=N` to confirm it.
 const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
+/// How long `?replicas=N` waits for a lease of `ttl`: a quarter of it, at most [`REPLICA_WAIT`].
+fn replica_wait(ttl: Duration) -> Duration {
+    (ttl / 4).min(REPLICA_WAIT)
+}
 
 /// How often the notice connection is checked while waiters listen on it, and how long its
 /// `PING` may take: a connection that stopped answering (a half-open socket, a server that
@@ -1221,44 +1133,38 @@ impl Backend for RedisBackend {
                     .await
                     .map_err(backend_err)?;
                 settle.0 = None;
-                if fence == -2 {
-                    // The counter is not seeded: no hand-off; the key goes free below and the
-                    // waiter's own attempt seeds it.
-                    waiter.settle(None);
-                } else {
-                    let mut granted = u64::try_from(fence).ok().filter(|f| *f > 0);
-                    if let Some(f) = granted {
-                        self.highest_fence.fetch_max(f, Ordering::AcqRel);
-                        // Not confirmed by the replicas: withdrawn; the waiter tries again.
-                        if !self.replicated().await? {
-                            let _: i64 = RELEASE
-                                .key(&keys.lock)
-                                .arg(&waiter.token)
-                                .arg(&keys.channel)
-                                .invoke_async(&mut con)
-                                .await
-                                .map_err(backend_err)?;
-                            granted = None;
-                        }
+                let mut granted = u64::try_from(fence).ok().filter(|f| *f > 0);
+                if let Some(f) = granted {
+                    self.highest_fence.fetch_max(f, Ordering::AcqRel);
+                    // Not confirmed by the replicas: withdrawn; the waiter tries again.
+                    if !self.replicated(waiter.ttl).await? {
+                        let _: i64 = RELEASE
+                            .key(&keys.lock)
+                            .arg(&waiter.token)
+                            .arg(&keys.channel)
+                            .invoke_async(&mut con)
+                            .await
+                            .map_err(backend_err)?;
+                        granted = None;
                     }
-                    let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
-                    if abandoned {
-                        // The waiter's acquire was dropped while the lock was on its way: give the
-                        // lock up for it (its own cancel-release may have run before the hand-off).
-                        if granted.is_some() {
-                            let _: i64 = RELEASE
-                                .key(&keys.lock)
-                                .arg(&waiter.token)
-                                .arg(&keys.channel)
-                                .invoke_async(&mut con)
-                                .await
-                                .map_err(backend_err)?;
-                        }
-                    } else {
-                        waiter.settle(granted.map(|f| (f, sent_at)));
-                    }
-                    return Ok(granted.is_some());
                 }
+                let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
+                if abandoned {
+                    // The waiter's acquire was dropped while the lock was on its way: give the
+                    // lock up for it (its own cancel-release may have run before the hand-off).
+                    if granted.is_some() {
+                        let _: i64 = RELEASE
+                            .key(&keys.lock)
+                            .arg(&waiter.token)
+                            .arg(&keys.channel)
+                            .invoke_async(&mut con)
+                            .await
+                            .map_err(backend_err)?;
+                    }
+                } else {
+                    waiter.settle(granted.map(|f| (f, sent_at)));
+                }
+                return Ok(granted.is_some());
             }
             let released: i64 = RELEASE
                 .key(&keys.lock)
@@ -1287,10 +1193,11 @@ impl Backend for RedisBackend {
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend_err)?;
-            if extended == 1 && !self.replicated().await? {
+            if extended == 1 && !self.replicated(ttl).await? {
                 return Err(backend_err(format!(
-                    "fewer than {} replica(s) confirmed the renewal within {REPLICA_WAIT:?}",
-                    self.replicas
+                    "fewer than {} replica(s) confirmed the renewal within {:?}",
+                    self.replicas,
+                    replica_wait(ttl)
                 )));
             }
             Ok(extended == 1)
