@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Client-side instructions per uncontended Redis lock+release cycle, dlock against the raw floor
-# in dlock's own shape, counted by callgrind (repeatable within a few percent on a noisy
+# Client-side instructions per uncontended Redis lock+release cycle, dlock against the raw fenced
+# floor (the same two scripts' shape), counted by callgrind (repeatable within a few percent on a noisy
 # machine, unlike wall-clock time). Per-cycle = (I(1500) - I(500)) / 1000, start-up cancelled
 # out; the median of 3 runs each.
 set -euo pipefail
@@ -23,6 +23,6 @@ floor=$(per_cycle floor)
 dlock=$(per_cycle dlock)
 echo "| subject | instructions per cycle (client) |"
 echo "|---|---:|"
-echo "| floor (MULTI SET NX PX + INCR; Lua compare-and-delete) | $floor |"
+echo "| fenced floor (Lua SET NX PX + INCR; Lua compare-and-delete) | $floor |"
 echo "| dlock redis | $dlock |"
 awk -v d="$dlock" -v f="$floor" 'BEGIN { printf "dlock / floor: %.2f\n", d / f }'

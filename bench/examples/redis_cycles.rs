@@ -1,6 +1,6 @@
 //! N uncontended Redis lock+release cycles on one task, for instruction counts under callgrind,
-//! by dlock (`dlock`) or by the raw floor in dlock's own shape (`floor`: `MULTI; SET NX PX;
-//! INCR; EXEC`, then a Lua compare-and-delete, over one multiplexed connection):
+//! by dlock (`dlock`) or by the raw fenced floor (`floor`: one Lua script `SET NX PX` + `INCR`,
+//! then a Lua compare-and-delete, over one multiplexed connection):
 //!
 //! ```sh
 //! bash scripts/bench-instructions.sh     # both, per-cycle instructions and their ratio
@@ -44,23 +44,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                  return redis.call('DEL', KEYS[1]) end return 0",
             );
+            let acquire = redis::Script::new(
+                "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+                 return redis.call('INCR', KEYS[2]) end return 0",
+            );
             let (lock, fence) = (format!("{{{key}}}"), format!("{{{key}}}:fence"));
             for _ in 0..n {
                 let token = uuid::Uuid::new_v4().simple().to_string();
-                let (set, _fence): (Option<String>, i64) = redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&lock)
+                let won: i64 = acquire
+                    .key(&lock)
+                    .key(&fence)
                     .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
                     .arg(10_000)
-                    .cmd("INCR")
-                    .arg(&fence)
-                    .query_async(&mut con)
+                    .invoke_async(&mut con)
                     .await?;
                 let released: i64 = cad.key(&lock).arg(&token).invoke_async(&mut con).await?;
-                if set.is_none() || released != 1 {
+                if won == 0 || released != 1 {
                     return Err("floor: an uncontended cycle failed".into());
                 }
             }

@@ -143,6 +143,21 @@ return {{1, f, 1}}"
     ))
 });
 
+/// Gives back a grant made during a restart delay: deletes the lock if `ARGV[1]` holds it, and
+/// the fence counter if it still holds the fence that grant drew (`ARGV[2]`).
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+end
+return 1",
+    )
+});
+
 /// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
 /// lease and a fence by [`FENCE_RULE`], without ever being free (no notice, no second round
 /// trip). Returns the fence, or 0 when `old` no longer holds the lock.
@@ -364,10 +379,13 @@ impl RedisBackend {
         let delayed = self.grants_wait().is_some()
             || (counter_was_missing == 1 && self.restarted_recently().await?);
         if delayed {
-            let _: i64 = RELEASE
+            // The counter goes too, so the next grant (from any process) finds the state lost
+            // and checks the restart as well; fences stay above it (at least the clock).
+            let _: i64 = GIVE_BACK
                 .key(&keys.lock)
+                .key(&keys.fence)
                 .arg(token)
-                .arg(&keys.channel)
+                .arg(fence)
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend_err)?;
