@@ -61,6 +61,14 @@ async fn main() -> Res {
     if want("mysql") {
         floors::mysql::uncontended(&mysql_url, 1, if quick { 100 } else { 400 }, rounds).await?;
     }
+    if want("postgres") {
+        let pg_url = env("DLOCK_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+        floors::postgres::uncontended(&pg_url, 1, if quick { 100 } else { 400 }, rounds).await?;
+    }
+    if want("etcd") {
+        let etcd_url = env("DLOCK_TEST_ETCD_URL", "etcd://127.0.0.1:2379/dlock-bench");
+        floors::etcd::uncontended(&etcd_url, 1, if quick { 100 } else { 400 }, rounds).await?;
+    }
     if want("zookeeper") {
         floors::zookeeper::uncontended(&zk_url, 1, if quick { 100 } else { 400 }, rounds).await?;
         floors::zookeeper::waiters(&zk_url, 16).await?;
