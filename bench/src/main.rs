@@ -62,7 +62,10 @@ async fn main() -> Res {
         floors::mysql::uncontended(&mysql_url, 1, if quick { 100 } else { 400 }, rounds).await?;
     }
     if want("postgres") {
-        let pg_url = env("DLOCK_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+        let pg_url = env(
+            "DLOCK_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        );
         floors::postgres::uncontended(&pg_url, 1, if quick { 100 } else { 400 }, rounds).await?;
     }
     if want("etcd") {

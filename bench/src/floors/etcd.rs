@@ -44,7 +44,10 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
                     return Err("floor: key exists".into());
                 }
                 let listing = client
-                    .get(prefix.as_str(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .get(
+                        prefix.as_str(),
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
                     .await
                     .map_err(err)?;
                 if listing.kvs().len() != 1 {

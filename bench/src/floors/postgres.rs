@@ -16,9 +16,9 @@ fn err(e: impl std::fmt::Display) -> String {
 pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize) -> Res {
     let run = uuid::Uuid::new_v4().simple().to_string();
     // dlock first: its connect creates the table and sequence the floor uses.
-    let locker = dlock::Locker::connect(url)
-        .await
-        .map_err(|e| format!("PostgreSQL at {url}: {e} (start it with `scripts/services.sh up`)"))?;
+    let locker = dlock::Locker::connect(url).await.map_err(|e| {
+        format!("PostgreSQL at {url}: {e} (start it with `scripts/services.sh up`)")
+    })?;
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .test_before_acquire(false)
