@@ -257,3 +257,21 @@ pub(crate) fn without_restart_delay(url: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}restart_delay=0")
 }
+
+/// dlock's uncontended cycle as a bench subject: task `t` locks `bench:<run>:dlock:<t>` with a
+/// fixed 30 s lease, one attempt, and releases it.
+pub(crate) fn dlock_cycle(locker: dlock::Locker, run: &str) -> Op {
+    let run = run.to_owned();
+    Arc::new(move |t| {
+        let (locker, key) = (locker.clone(), format!("bench:{run}:dlock:{t}"));
+        Box::pin(async move {
+            let guard = locker
+                .lock(key)
+                .ttl(Duration::from_secs(30))
+                .wait(Duration::ZERO)
+                .await
+                .map_err(|e| e.to_string())?;
+            guard.release().await.map_err(|e| e.to_string())
+        })
+    })
+}

@@ -3,7 +3,6 @@
 //! lease) next to dlock.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
@@ -59,21 +58,7 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
             })
         })
     };
-    let dlock_op: Op = {
-        let run = run.clone();
-        Arc::new(move |t| {
-            let (locker, key) = (locker.clone(), format!("bench:{run}:dlock:{t}"));
-            Box::pin(async move {
-                let guard = locker
-                    .lock(key)
-                    .ttl(Duration::from_secs(30))
-                    .wait(Duration::ZERO)
-                    .await
-                    .map_err(err)?;
-                guard.release().await.map_err(err)
-            })
-        })
-    };
+    let dlock_op = crate::dlock_cycle(locker, &run);
     compare(
         &format!("etcd uncontended lock+release, {tasks} task(s)"),
         vec![

@@ -1,7 +1,6 @@
 //! MySQL/MariaDB: the seed's table INSERT + DELETE (the floor) next to dlock, on the same table.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::mysql::MySqlPoolOptions;
 
@@ -53,21 +52,7 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
             })
         })
     };
-    let dlock_op: Op = {
-        let run = run.clone();
-        Arc::new(move |t| {
-            let (locker, key) = (locker.clone(), format!("bench:{run}:dlock:{t}"));
-            Box::pin(async move {
-                let guard = locker
-                    .lock(key)
-                    .ttl(Duration::from_secs(30))
-                    .wait(Duration::ZERO)
-                    .await
-                    .map_err(err)?;
-                guard.release().await.map_err(err)
-            })
-        })
-    };
+    let dlock_op = crate::dlock_cycle(locker, &run);
     compare(
         &format!("MySQL (MariaDB) uncontended lock+release, {tasks} task(s)"),
         vec![

@@ -161,6 +161,40 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
+/// Opens one sqlx connection for a connect-time check, bounded by `limit`; a failure says what
+/// happened: what the server answered (access denied, unknown database), or, when it did not
+/// answer, whether the port refused or the server did not speak `kind`.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub(crate) async fn sqlx_connect<C>(
+    backend: &'static str,
+    kind: &'static str,
+    url: &str,
+    host: &str,
+    limit: Duration,
+    connect: impl Future<Output = std::result::Result<C, sqlx::Error>>,
+) -> Result<C> {
+    let url = crate::locker::mask_password(url);
+    let why = match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(conn)) => return Ok(conn),
+        // What the server said speaks for itself.
+        Ok(Err(e @ sqlx::Error::Database(_))) => {
+            return Err(crate::Error::backend(
+                backend,
+                format!("cannot connect to {url}: {e}"),
+            ))
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {limit:?}"),
+    };
+    Err(crate::Error::backend(
+        backend,
+        format!(
+            "cannot connect to {url}: {why}; {}",
+            diagnose(host, kind).await
+        ),
+    ))
+}
+
 /// Why a server at `hosts` (comma-separated `host:port`) gave no session: each host is tried with
 /// a plain TCP connect (off the async workers), so the message can say "refused" or "accepted
 /// but did not answer like `kind`" instead of a client's generic error.

@@ -113,7 +113,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOpti
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
-use super::{diagnose, jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
@@ -295,30 +295,15 @@ impl MysqlBackend {
         // One connection opened directly: the pool would retry a refused connection until its
         // acquire timeout and then report only "timed out", hiding the cause.
         let host = format!("{}:{}", options.get_host(), options.get_port());
-        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
-            Ok(Ok(conn)) => conn,
-            // What the server said (access denied, unknown database, ...) speaks for itself.
-            Ok(Err(e @ sqlx::Error::Database(_))) => {
-                return Err(backend_err(format!(
-                    "cannot connect to {}: {e}",
-                    mask_password(url)
-                )))
-            }
-            Ok(Err(e)) => {
-                return Err(backend_err(format!(
-                    "cannot connect to {}: {e}; {}",
-                    mask_password(url),
-                    diagnose(&host, "MySQL/MariaDB").await
-                )))
-            }
-            Err(_) => {
-                return Err(backend_err(format!(
-                    "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}; {}",
-                    mask_password(url),
-                    diagnose(&host, "MySQL/MariaDB").await
-                )))
-            }
-        };
+        let mut conn = super::sqlx_connect(
+            NAME,
+            "MySQL/MariaDB",
+            url,
+            &host,
+            CONNECT_TIMEOUT,
+            options.connect(),
+        )
+        .await?;
         let version: std::result::Result<String, _> =
             bounded(sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut conn)).await;
         if let Ok(version) = version {

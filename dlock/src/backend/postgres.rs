@@ -68,7 +68,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::Notify;
 
 use super::digest::sha256_hex;
-use super::{diagnose, jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
 use crate::locker::mask_password;
 use crate::{Error, Result};
 
@@ -260,29 +260,15 @@ impl PostgresBackend {
     pub async fn connect(url: &str) -> Result<Self> {
         let (options, table) = parse_url(url)?;
         let host = format!("{}:{}", options.get_host(), options.get_port());
-        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e @ sqlx::Error::Database(_))) => {
-                return Err(backend_err(format!(
-                    "cannot connect to {}: {e}",
-                    mask_password(url)
-                )))
-            }
-            Ok(Err(e)) => {
-                return Err(backend_err(format!(
-                    "cannot connect to {}: {e}; {}",
-                    mask_password(url),
-                    diagnose(&host, "PostgreSQL").await
-                )))
-            }
-            Err(_) => {
-                return Err(backend_err(format!(
-                    "cannot connect to {}: no answer within {CONNECT_TIMEOUT:?}; {}",
-                    mask_password(url),
-                    diagnose(&host, "PostgreSQL").await
-                )))
-            }
-        };
+        let mut conn = super::sqlx_connect(
+            NAME,
+            "PostgreSQL",
+            url,
+            &host,
+            CONNECT_TIMEOUT,
+            options.connect(),
+        )
+        .await?;
         let sql = Arc::new(Statements::new(&table));
         let t = quote(&table);
         let seq = quote(&format!("{table}_fence"));
