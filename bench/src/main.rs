@@ -7,6 +7,7 @@
 //! or a release that matched nothing, aborts the bench; contended counters must end exact. The
 //! bench deletes what it created (fence counters included).
 
+mod contended;
 mod floors;
 mod stats;
 
@@ -75,6 +76,27 @@ async fn main() -> Res {
     if want("zookeeper") {
         floors::zookeeper::uncontended(&zk_url, 1, if quick { 100 } else { 400 }, rounds).await?;
         floors::zookeeper::waiters(&zk_url, 16).await?;
+    }
+    if want("four-lockers") {
+        let secs = Duration::from_secs_f64(if quick { 1.0 } else { 3.0 });
+        let pg_url = env(
+            "DLOCK_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        );
+        let etcd_url = env("DLOCK_TEST_ETCD_URL", "etcd://127.0.0.1:2379/dlock-bench");
+        contended::header("Redis");
+        contended::dlock("redis", &without_restart_delay(&redis_url), 16, secs).await?;
+        contended::header("MySQL (MariaDB)");
+        contended::dlock("mysql", &mysql_url, 16, secs).await?;
+        contended::mysql_poll(&mysql_url, 16, secs).await?;
+        contended::header("PostgreSQL");
+        contended::dlock("postgres", &pg_url, 16, secs).await?;
+        contended::postgres_poll(&pg_url, 16, secs).await?;
+        contended::header("etcd");
+        contended::dlock("etcd", &etcd_url, 16, secs).await?;
+        contended::etcd_lock_api(&etcd_url, 16, secs).await?;
+        contended::header("ZooKeeper");
+        contended::dlock("zookeeper", &zk_url, 16, secs).await?;
     }
     if want("watchdog") {
         let locker = dlock::Locker::connect(&without_restart_delay(&redis_url))
