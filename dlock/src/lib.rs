@@ -1,5 +1,5 @@
 //! Distributed locks with fencing tokens and a first-class "lease lost" signal, over Redis,
-//! Redlock, MySQL/MariaDB and ZooKeeper, behind one API.
+//! Redlock, MySQL/MariaDB, PostgreSQL, ZooKeeper and etcd, behind one API.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
