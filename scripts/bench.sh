@@ -3,7 +3,8 @@
 # interleaved rounds. Starts the servers first. Extra arguments go to the bench:
 #   bash scripts/bench.sh                 everything
 #   bash scripts/bench.sh --quick redis   fewer rounds, one scenario (redis, contended, mysql,
-#                                         postgres, etcd, zookeeper, four-lockers, watchdog)
+#                                         postgres, etcd, zookeeper, redlock, four-lockers,
+#                                         watchdog)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh up

@@ -55,6 +55,10 @@ async fn main() -> Res {
         floors::redis::uncontended(&redis_url, 1, if quick { 500 } else { 2000 }, rounds).await?;
         floors::redis::uncontended(&redis_url, 16, if quick { 50 } else { 200 }, rounds).await?;
     }
+    if want("redlock") {
+        floors::redlock::uncontended(1, if quick { 300 } else { 1000 }, rounds).await?;
+        floors::redlock::uncontended(16, if quick { 30 } else { 100 }, rounds).await?;
+    }
     if want("contended") {
         let secs = if quick { 1.0 } else { 3.0 };
         floors::redis::one_key(&redis_url, 16, Duration::from_secs_f64(secs)).await?;

@@ -4,4 +4,5 @@ pub mod etcd;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod redlock;
 pub mod zookeeper;

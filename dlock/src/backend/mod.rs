@@ -127,6 +127,31 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Runs `futures` concurrently in the calling task and returns their outputs in order (a small
+/// `join_all`: no task is spawned per future).
+#[allow(dead_code)] // used by the redlock backend
+pub(crate) async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match Pin::new(future).poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 /// The least time one request to a server is given, however short the caller's wait.
 #[allow(dead_code)] // used by the networked backends
 pub(crate) const MIN_ANSWER_TIME: Duration = Duration::from_millis(500);
