@@ -227,16 +227,7 @@ impl Drop for EtcdServer {
 async fn a_paused_server_fires_lost_by_the_lease_deadline() {
     let server = EtcdServer::start();
     let url = format!("etcd://127.0.0.1:{}/x", server.port);
-    let until = Instant::now() + 20 * SECOND;
-    let locker = loop {
-        match Locker::connect(&url).await {
-            Ok(l) => break l,
-            Err(e) => {
-                assert!(Instant::now() < until, "private etcd: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let locker = support::connect_when_up("private etcd", &url, 20 * SECOND).await;
     let guard = locker
         .lock("k")
         .ttl(2 * SECOND)

@@ -571,6 +571,42 @@ async fn subscribers(con: &mut redis::aio::MultiplexedConnection, channel: &str)
     reply.1
 }
 
+/// Waits (up to 5 s) until the subscriber count of `channel` satisfies `ok`; else fails with
+/// `what`.
+async fn wait_for_subscribers(
+    con: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    ok: impl Fn(i64) -> bool,
+    what: &str,
+) {
+    let until = Instant::now() + 5 * SECOND;
+    while !ok(subscribers(con, channel).await) {
+        assert!(Instant::now() < until, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lets the waiter's fallback back off (it retried on the disconnection), then releases
+/// `holder`: the notice, not a fallback retry, must bring the lock to `waiter` promptly.
+async fn release_and_expect_a_notice(
+    holder: dlock::LockGuard,
+    waiter: tokio::task::JoinHandle<dlock::Result<dlock::LockGuard>>,
+) {
+    tokio::time::sleep(3 * SECOND).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let guard = waiter
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the waiter failed: {e}"));
+    assert!(
+        released.elapsed() < Duration::from_millis(700),
+        "woken {:?} after the release: by a fallback, not the notice",
+        released.elapsed()
+    );
+    guard.release().await.unwrap();
+}
+
 /// Issue 17, item 3: the pub/sub connection is killed while a waiter listens; it must come back
 /// and subscribe its channels again, so the next release wakes the waiter by notice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,11 +618,7 @@ async fn a_killed_notice_connection_comes_back_with_its_subscriptions() {
     let channel = "dlock:{k}:released";
     let holder = b.lock("k").ttl(60 * SECOND).await.unwrap();
     let waiter = tokio::spawn(a.lock("k").ttl(60 * SECOND).wait(30 * SECOND).into_future());
-    let until = Instant::now() + 5 * SECOND;
-    while subscribers(&mut con, channel).await == 0 {
-        assert!(Instant::now() < until, "the waiter never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_subscribers(&mut con, channel, |n| n > 0, "the waiter never subscribed").await;
     for round in 0..2 {
         let _: () = redis::cmd("CLIENT")
             .arg("KILL")
@@ -595,27 +627,10 @@ async fn a_killed_notice_connection_comes_back_with_its_subscriptions() {
             .query_async(&mut con)
             .await
             .unwrap();
-        let until = Instant::now() + 5 * SECOND;
-        while subscribers(&mut con, channel).await == 0 {
-            assert!(
-                Instant::now() < until,
-                "round {round}: the notice connection did not come back subscribed"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("round {round}: the notice connection did not come back subscribed");
+        wait_for_subscribers(&mut con, channel, |n| n > 0, &what).await;
     }
-    // Let the waiter's fallback back off (it retried on the disconnection), then release: the
-    // notice, not a fallback retry, must bring the lock over promptly.
-    tokio::time::sleep(3 * SECOND).await;
-    let released = Instant::now();
-    holder.release().await.unwrap();
-    let guard = waiter.await.unwrap().unwrap();
-    assert!(
-        released.elapsed() < Duration::from_millis(700),
-        "woken {:?} after the release: by a fallback, not the notice",
-        released.elapsed()
-    );
-    guard.release().await.unwrap();
+    release_and_expect_a_notice(holder, waiter).await;
 }
 
 /// Issue 17, item 3: after the server restarts (down long enough for the client's reconnect
@@ -664,27 +679,9 @@ async fn after_a_server_restart_waiters_are_woken_by_notices_again() {
             .wait(30 * SECOND)
             .into_future(),
     );
-    let until = Instant::now() + 5 * SECOND;
-    while subscribers(&mut con, "dlock:{k2}:released").await == 0 {
-        assert!(
-            Instant::now() < until,
-            "the waiter never subscribed after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(3 * SECOND).await;
-    let released = Instant::now();
-    holder.release().await.unwrap();
-    let guard = waiter
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("the waiter failed after the restart: {e}"));
-    assert!(
-        released.elapsed() < Duration::from_millis(700),
-        "woken {:?} after the release: by a fallback, not the notice",
-        released.elapsed()
-    );
-    guard.release().await.unwrap();
+    let what = "the waiter never subscribed after the restart";
+    wait_for_subscribers(&mut con, "dlock:{k2}:released", |n| n > 0, what).await;
+    release_and_expect_a_notice(holder, waiter).await;
 }
 
 /// Issue 17, item 3: the notice connection goes half-open (the network drops everything, no
@@ -704,11 +701,7 @@ async fn a_half_open_notice_connection_is_noticed_and_replaced() {
     let channel = "dlock:{k}:released";
     let holder = b.lock("k").ttl(60 * SECOND).await.unwrap();
     let waiter = tokio::spawn(a.lock("k").ttl(60 * SECOND).wait(30 * SECOND).into_future());
-    let until = Instant::now() + 5 * SECOND;
-    while subscribers(&mut con, channel).await == 0 {
-        assert!(Instant::now() < until, "the waiter never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_subscribers(&mut con, channel, |n| n > 0, "the waiter never subscribed").await;
     // Connection 0 carries `a`'s commands, connection 1 its notices.
     assert_eq!(proxy.accepted(), 2);
     proxy.freeze(1);
@@ -722,21 +715,9 @@ async fn a_half_open_notice_connection_is_noticed_and_replaced() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let until = Instant::now() + 5 * SECOND;
-    while subscribers(&mut con, channel).await != 1 {
-        assert!(Instant::now() < until, "the replacement does not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(3 * SECOND).await;
-    let released = Instant::now();
-    holder.release().await.unwrap();
-    let guard = waiter.await.unwrap().unwrap();
-    assert!(
-        released.elapsed() < Duration::from_millis(700),
-        "woken {:?} after the release: by a fallback, not the notice",
-        released.elapsed()
-    );
-    guard.release().await.unwrap();
+    let what = "the replacement does not listen";
+    wait_for_subscribers(&mut con, channel, |n| n == 1, what).await;
+    release_and_expect_a_notice(holder, waiter).await;
 }
 
 /// Locks and releases `key` once on `locker`, retrying while a restarted server's connection

@@ -795,27 +795,13 @@ impl Drop for ZkServer {
     }
 }
 
-/// Connects to a private server that may still be starting.
-async fn connect_when_up(url: &str) -> Locker {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Locker::connect(url).await {
-            Ok(locker) => return locker,
-            Err(e) => {
-                assert!(Instant::now() < until, "private ZooKeeper at {url}: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
 /// Issue 12: the fence (the lock node's czxid) keeps growing across a server restart that kept
 /// its data directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_keep_growing_across_a_server_restart() {
     let server = ZkServer::start();
     let url = server.url();
-    let locker = connect_when_up(&url).await;
+    let locker = support::connect_when_up("private ZooKeeper", &url, Duration::from_secs(30)).await;
     let mut last = 0;
     for _ in 0..3 {
         let guard = locker.lock("k").await.unwrap();
@@ -827,7 +813,8 @@ async fn fences_keep_growing_across_a_server_restart() {
     locker.close().await.unwrap();
     let (port, dir) = server.kill();
     let server = ZkServer::start_on(port, dir.clone());
-    let after = connect_when_up(&server.url()).await;
+    let after =
+        support::connect_when_up("private ZooKeeper", &server.url(), Duration::from_secs(30)).await;
     let guard = after.lock("k").await.unwrap();
     let fence = guard.fence().unwrap();
     assert!(

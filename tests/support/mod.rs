@@ -49,6 +49,21 @@ pub async fn connect(server: &str, url: &str) -> dlock::Locker {
     }
 }
 
+/// Connects to a private server that may still be starting (for up to `limit`); fails naming
+/// `server`.
+pub async fn connect_when_up(server: &str, url: &str, limit: Duration) -> dlock::Locker {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        match dlock::Locker::connect(url).await {
+            Ok(locker) => return locker,
+            Err(e) => {
+                assert!(std::time::Instant::now() < until, "{server} at {url}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// A unique key prefix per test run, so parallel test processes never share keys.
 pub fn unique(name: &str) -> String {
     format!("{name}:{}", uuid::Uuid::new_v4().simple())
