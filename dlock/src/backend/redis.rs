@@ -417,8 +417,10 @@ impl RedisBackend {
             .lines()
             .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
             .and_then(|v| v.trim().parse::<u64>().ok());
-        // Unknown uptime: assume a restart, the safe side.
-        let up = Duration::from_secs(uptime.unwrap_or(0));
+        // Unknown uptime: assume a restart, the safe side. Redis subtracts whole seconds of
+        // its clock (start time and now both truncated), so the figure can overstate the time
+        // up by almost a second: count one second less.
+        let up = Duration::from_secs(uptime.unwrap_or(0).saturating_sub(1));
         if up >= self.restart_delay {
             return Ok(false);
         }
