@@ -657,7 +657,9 @@ async fn bad_urls_fail_clearly_and_a_closed_port_fails_fast() {
         "zookeeper://127.0.0.1:2181/x?session_timeout=soon",
         "zookeeper://127.0.0.1:2181/x?session_timeout=0s",
         "zookeeper://127.0.0.1:2181/x?bogus=1",
-        "zookeeper://user:pw@127.0.0.1:2181/x",
+        "zookeeper://justauser@127.0.0.1:2181/x",
+        "zookeeper://:pw@127.0.0.1:2181/x",
+        "zookeeper://127.0.0.1:2181/x?tls_cert=/c.pem&tls_key=/k.pem",
         "zookeeper://127.0.0.1:2181/zookeeper",
         "zookeeper://127.0.0.1:2181/a%b",
     ] {

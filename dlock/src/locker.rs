@@ -9,14 +9,15 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::backend::memory::MemoryBackend;
+use crate::backend::url_params::mask_password;
 use crate::backend::Backend;
 use crate::lease::LeaseState;
 use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
-const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, mysql://, mariadb://, \
-                       postgres://, postgresql://, zookeeper://, etcd://";
+const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, redlocks://, mysql://, \
+                       mariadb://, postgres://, postgresql://, zookeeper://, etcd://, etcds://";
 
 /// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
 ///
@@ -332,11 +333,11 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(not_compiled(url, "redis")),
         #[cfg(feature = "redlock")]
-        "redlock" => Ok(Arc::new(
+        "redlock" | "redlocks" => Ok(Arc::new(
             crate::backend::redlock::RedlockBackend::connect(url).await?,
         )),
         #[cfg(not(feature = "redlock"))]
-        "redlock" => Err(not_compiled(url, "redlock")),
+        "redlock" | "redlocks" => Err(not_compiled(url, "redlock")),
         #[cfg(feature = "mysql")]
         "mysql" | "mariadb" => Ok(Arc::new(
             crate::backend::mysql::MysqlBackend::connect(url).await?,
@@ -350,11 +351,11 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         #[cfg(not(feature = "zookeeper"))]
         "zookeeper" | "zk" => Err(not_compiled(url, "zookeeper")),
         #[cfg(feature = "etcd")]
-        "etcd" => Ok(Arc::new(
+        "etcd" | "etcds" => Ok(Arc::new(
             crate::backend::etcd::EtcdBackend::connect(url).await?,
         )),
         #[cfg(not(feature = "etcd"))]
-        "etcd" => Err(not_compiled(url, "etcd")),
+        "etcd" | "etcds" => Err(not_compiled(url, "etcd")),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(
             crate::backend::postgres::PostgresBackend::connect(url).await?,
@@ -402,35 +403,9 @@ fn not_compiled(url: &str, feature: &str) -> Error {
     }
 }
 
-/// `url` with the password of its userinfo replaced by `***`, for error messages.
-pub(crate) fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_password("redis://u:secret@h:1/0"),
-            "redis://u:***@h:1/0"
-        );
-        assert_eq!(mask_password("redis://h:1"), "redis://h:1");
-        assert_eq!(mask_password("mysql://root@h/test"), "mysql://root@h/test");
-    }
 
     #[test]
     fn schemes() {

@@ -40,7 +40,8 @@ use etcd_client::{
 };
 
 use super::{diagnose, remaining, within_wait, Backend, BoxFuture, Grant};
-use crate::locker::mask_password;
+use crate::backend::tls::TlsParams;
+use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
 
 const NAME: &str = "etcd";
@@ -66,7 +67,19 @@ pub struct EtcdBackend {
     root: String,
     hosts: String,
     held: Mutex<HashMap<String, Held>>,
+    /// User and password from the URL, kept to log in again: etcd's auth token expires after
+    /// `--auth-token-ttl` (default 300 s) without use, and the client does not renew it.
+    credentials: Option<(String, String)>,
+    /// When the token was last used (or fetched).
+    auth_used: Mutex<Instant>,
+    /// Set when the server said the token is no longer valid.
+    auth_stale: std::sync::atomic::AtomicBool,
 }
+
+/// Log in again before a request when the token has not been used for this long: well inside
+/// etcd's default token lifetime (300 s of disuse), so an idle Locker's next request does not
+/// fail first.
+const AUTH_REFRESH: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for EtcdBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +88,51 @@ impl std::fmt::Debug for EtcdBackend {
             .field("root", &self.root)
             .finish_non_exhaustive()
     }
+}
+
+/// A failed connect or first request, said plainly: a TLS mistake, bad credentials, a role
+/// without rights on the root, or (otherwise) what the TCP probe finds.
+async fn connect_error<F>(
+    e: etcd_client::Error,
+    secure: bool,
+    unreachable: impl FnOnce(String) -> F,
+) -> Error
+where
+    F: std::future::Future<Output = Error>,
+{
+    let text = format!("{e}");
+    let detail = match &e {
+        // tonic's transport error hides the cause (the TLS alert) in its source chain.
+        etcd_client::Error::TransportError(t) => {
+            let mut all = text.clone();
+            let mut source = std::error::Error::source(t);
+            while let Some(s) = source {
+                all.push_str(": ");
+                all.push_str(&s.to_string());
+                source = s.source();
+            }
+            all
+        }
+        _ => text,
+    };
+    let lower = detail.to_ascii_lowercase();
+    if let Some(why) = super::tls::explain(&detail, secure) {
+        return backend_err(format!("cannot connect to etcd: {why} ({detail})"));
+    }
+    if lower.contains("authentication failed") || lower.contains("invalid user id or password") {
+        return backend_err(format!(
+            "cannot connect to etcd: bad credentials: check the user and password in the URL \
+             ({detail})"
+        ));
+    }
+    if lower.contains("permission denied") {
+        return backend_err(format!(
+            "cannot connect to etcd: the user has no rights on the lock root; grant its role \
+             readwrite on the root prefix (etcdctl role grant-permission ROLE --prefix=true \
+             readwrite /ROOT/) ({detail})"
+        ));
+    }
+    unreachable(detail).await
 }
 
 /// The lease length to ask for: whole seconds, rounded up, at least 1.
@@ -106,14 +164,38 @@ impl EtcdBackend {
     pub async fn connect(url: &str) -> Result<Self> {
         let bad = |reason: &str| Error::InvalidUrl {
             url: mask_password(url),
-            reason: format!("{reason}; expected etcd://host:port[,host:port...]/root"),
+            reason: format!(
+                "{reason}; expected etcd://[user:password@]host:port[,host:port...]/root \
+                 (etcds:// for TLS)"
+            ),
         };
-        let rest = url
+        let (without_tls, tls) = TlsParams::take(url)?;
+        let (scheme, rest) = without_tls
             .split_once("://")
-            .map(|(_, r)| r)
             .ok_or_else(|| bad("no scheme"))?;
-        let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+        let secure = scheme.eq_ignore_ascii_case("etcds");
+        if tls.any() && !secure {
+            return Err(bad(
+                "`tls_ca`/`tls_cert`/`tls_key` apply to TLS connections; write `etcds://`",
+            ));
+        }
+        super::tls::require_feature(url, secure)?;
+        if let Some((_, query)) = rest.split_once('?') {
+            return Err(bad(&format!(
+                "unknown parameter(s) `{query}`; etcd URLs take `tls_ca`, `tls_cert` and `tls_key`"
+            )));
+        }
         let (hosts, root) = rest.split_once('/').unwrap_or((rest, ""));
+        let (user, hosts) = match hosts.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let (name, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (
+                    Some((percent_decode(name), percent_decode(password))),
+                    hosts,
+                )
+            }
+            None => (None, hosts),
+        };
         if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
             return Err(bad("no host"));
         }
@@ -138,15 +220,41 @@ impl EtcdBackend {
             "" => "/dlock".to_owned(),
             r => format!("/{r}"),
         };
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
+        if let Some((name, password)) = &user {
+            options = options.with_user(name.clone(), password.clone());
+        }
         let hosts = endpoints.join(",");
-        let unreachable = |e: String| async move {
-            backend_err(format!(
-                "cannot connect to etcd at {hosts}: {e}; {}",
-                diagnose(&hosts, "etcd").await
-            ))
+        let mut endpoints = endpoints;
+        if secure {
+            #[cfg(feature = "tls")]
+            {
+                use etcd_client::{Certificate, Identity, TlsOptions};
+                let files = tls.read(url).await?;
+                let mut config = TlsOptions::new();
+                config = match files.ca {
+                    Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+                    None => config.with_native_roots(),
+                };
+                if let Some((cert, key)) = files.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
+                options = options.with_tls(config);
+            }
+            for e in &mut endpoints {
+                *e = format!("https://{e}");
+            }
+        }
+        let unreachable = |e: String| {
+            let hosts = hosts.clone();
+            async move {
+                backend_err(format!(
+                    "cannot connect to etcd at {hosts}: {e}; {}",
+                    diagnose(&hosts, "etcd").await
+                ))
+            }
         };
         let client = match tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -155,22 +263,73 @@ impl EtcdBackend {
         .await
         {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(unreachable(e.to_string()).await),
+            Ok(Err(e)) => return Err(connect_error(e, secure, unreachable).await),
             Err(_) => return Err(unreachable("no answer within 5s".into()).await),
         };
         // The connection is lazy: ask something, so a dead endpoint fails here.
         let mut probe = client.clone();
-        match tokio::time::timeout(CONNECT_TIMEOUT, probe.get(root.as_bytes(), None)).await {
+        // Under the root, not the root itself: a role granted the prefix `/root/` may read
+        // nothing else.
+        let under_root = format!("{root}/");
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe.get(under_root.as_bytes(), None)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(unreachable(e.to_string()).await),
+            Ok(Err(e)) => return Err(connect_error(e, secure, unreachable).await),
             Err(_) => return Err(unreachable("no answer within 5s".into()).await),
         }
         Ok(EtcdBackend {
             client,
             root,
-            hosts: endpoints.join(","),
+            hosts,
             held: Mutex::new(HashMap::new()),
+            credentials: user,
+            auth_used: Mutex::new(Instant::now()),
+            auth_stale: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// A client error as a dlock error; notes an expired auth token, so the next request logs
+    /// in again first.
+    fn err(&self, e: etcd_client::Error) -> Error {
+        if let etcd_client::Error::GRpcStatus(status) = &e {
+            // gRPC code 16 (Unauthenticated), "etcdserver: invalid auth token".
+            if format!("{:?}", status.code()) == "Unauthenticated"
+                || status.message().contains("invalid auth token")
+            {
+                self.auth_stale
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        backend_err(e)
+    }
+
+    /// With credentials: logs in again when the token was refused or has not been used for
+    /// [`AUTH_REFRESH`]; otherwise nothing.
+    async fn logged_in(&self) -> Result<()> {
+        let Some((name, password)) = &self.credentials else {
+            return Ok(());
+        };
+        let stale = self.auth_stale.load(std::sync::atomic::Ordering::Acquire);
+        {
+            let mut used = self.auth_used.lock().unwrap_or_else(|p| p.into_inner());
+            if !stale && used.elapsed() < AUTH_REFRESH {
+                *used = Instant::now();
+                return Ok(());
+            }
+        }
+        let mut client = self.client.clone();
+        client
+            .set_client_auth(name.clone(), password.clone())
+            .await
+            .map_err(|e| backend_err(format!("logging in to etcd again failed: {e}")))?;
+        self.auth_stale
+            .store(false, std::sync::atomic::Ordering::Release);
+        *self.auth_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
+    }
+
+    /// Whether a failed request failed for an expired token (then it is worth one more try).
+    fn token_expired(&self) -> bool {
+        self.credentials.is_some() && self.auth_stale.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn prefix(&self, key: &str) -> String {
@@ -185,7 +344,10 @@ impl EtcdBackend {
     async fn create(&self, path: &[u8], ttl: Duration, token: &str) -> Result<(Held, i64)> {
         let mut client = self.client.clone();
         let ttl_s = lease_secs(ttl);
-        let lease = client.lease_grant(ttl_s, None).await.map_err(backend_err)?;
+        let lease = client
+            .lease_grant(ttl_s, None)
+            .await
+            .map_err(|e| self.err(e))?;
         let held = Held {
             path: path.to_vec(),
             lease: lease.id(),
@@ -201,7 +363,7 @@ impl EtcdBackend {
                 Some(PutOptions::new().with_lease(lease.id())),
             )])
             .or_else([TxnOp::get(path, None)]);
-        let done = client.txn(txn).await.map_err(backend_err)?;
+        let done = client.txn(txn).await.map_err(|e| self.err(e))?;
         let revision = done
             .header()
             .map(|h| h.revision())
@@ -218,7 +380,7 @@ impl EtcdBackend {
         let deleted = client
             .delete(held.path.clone(), None)
             .await
-            .map_err(backend_err)?
+            .map_err(|e| self.err(e))?
             .deleted();
         // Best effort: the lease expires by itself otherwise.
         let _ = client.lease_revoke(held.lease).await;
@@ -247,7 +409,7 @@ impl EtcdBackend {
                         Some(GetOptions::new().with_prefix().with_keys_only()),
                     )
                     .await
-                    .map_err(backend_err)
+                    .map_err(|e| self.err(e))
             })
             .await?;
             let at = listing.header().map_or(0, |h| h.revision());
@@ -281,7 +443,7 @@ impl EtcdBackend {
                         Some(WatchOptions::new().with_start_revision(at + 1)),
                     )
                     .await
-                    .map_err(backend_err)
+                    .map_err(|e| self.err(e))
             })
             .await?;
             let gone = async {
@@ -329,21 +491,21 @@ impl Backend for EtcdBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        Box::pin(self.acquire_inner(key, token, ttl, deadline))
+        Box::pin(async move {
+            self.logged_in().await?;
+            self.acquire_inner(key, token, ttl, deadline).await
+        })
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            let path = format!("{}{token}", self.prefix(key)).into_bytes();
-            let known = self.held().remove(token);
-            match known {
-                Some(held) => self.remove(&held).await,
-                None => {
-                    // Not known here (an acquire cancelled mid-way): delete by name.
-                    let mut client = self.client.clone();
-                    let deleted = client.delete(path, None).await.map_err(backend_err)?;
-                    Ok(deleted.deleted() > 0)
+            self.logged_in().await?;
+            match self.release_inner(key, token).await {
+                Err(_) if self.token_expired() => {
+                    self.logged_in().await?;
+                    self.release_inner(key, token).await
                 }
+                done => done,
             }
         })
     }
@@ -355,6 +517,37 @@ impl Backend for EtcdBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
+            self.logged_in().await?;
+            match self.extend_inner(key, token, ttl).await {
+                Err(_) if self.token_expired() => {
+                    self.logged_in().await?;
+                    self.extend_inner(key, token, ttl).await
+                }
+                done => done,
+            }
+        })
+    }
+}
+
+impl EtcdBackend {
+    async fn release_inner(&self, key: &str, token: &str) -> Result<bool> {
+        {
+            let path = format!("{}{token}", self.prefix(key)).into_bytes();
+            let known = self.held().remove(token);
+            match known {
+                Some(held) => self.remove(&held).await,
+                None => {
+                    // Not known here (an acquire cancelled mid-way): delete by name.
+                    let mut client = self.client.clone();
+                    let deleted = client.delete(path, None).await.map_err(|e| self.err(e))?;
+                    Ok(deleted.deleted() > 0)
+                }
+            }
+        }
+    }
+
+    async fn extend_inner(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
+        {
             let mut client = self.client.clone();
             let known = self.held().get(token).cloned();
             let held = match known {
@@ -363,7 +556,10 @@ impl Backend for EtcdBackend {
                 // lease are on the server; find them.
                 None => {
                     let path = format!("{}{token}", self.prefix(key)).into_bytes();
-                    let found = client.get(path.clone(), None).await.map_err(backend_err)?;
+                    let found = client
+                        .get(path.clone(), None)
+                        .await
+                        .map_err(|e| self.err(e))?;
                     let Some(kv) = found.kvs().first() else {
                         return Ok(false);
                     };
@@ -371,7 +567,7 @@ impl Backend for EtcdBackend {
                     let granted = client
                         .lease_time_to_live(lease, None)
                         .await
-                        .map_err(backend_err)?
+                        .map_err(|e| self.err(e))?
                         .granted_ttl();
                     let held = Held {
                         path,
@@ -388,9 +584,9 @@ impl Backend for EtcdBackend {
                 let (mut keeper, mut stream) = client
                     .lease_keep_alive(held.lease)
                     .await
-                    .map_err(backend_err)?;
-                keeper.keep_alive().await.map_err(backend_err)?;
-                let answer = stream.message().await.map_err(backend_err)?;
+                    .map_err(|e| self.err(e))?;
+                keeper.keep_alive().await.map_err(|e| self.err(e))?;
+                let answer = stream.message().await.map_err(|e| self.err(e))?;
                 if answer.is_none_or(|a| a.ttl() <= 0) {
                     return Ok(false);
                 }
@@ -398,7 +594,7 @@ impl Backend for EtcdBackend {
                 let there = client
                     .get(held.path.clone(), Some(GetOptions::new().with_count_only()))
                     .await
-                    .map_err(backend_err)?;
+                    .map_err(|e| self.err(e))?;
                 return Ok(there.count() > 0);
             }
             // Longer than the lease: move the key to a new lease of that length (an update:
@@ -406,7 +602,7 @@ impl Backend for EtcdBackend {
             let lease = client
                 .lease_grant(lease_secs(ttl), None)
                 .await
-                .map_err(backend_err)?;
+                .map_err(|e| self.err(e))?;
             let txn = Txn::new()
                 .when([Compare::lease(
                     held.path.clone(),
@@ -418,7 +614,7 @@ impl Backend for EtcdBackend {
                     Vec::new(),
                     Some(PutOptions::new().with_lease(lease.id())),
                 )]);
-            let moved = client.txn(txn).await.map_err(backend_err)?.succeeded();
+            let moved = client.txn(txn).await.map_err(|e| self.err(e))?.succeeded();
             if !moved {
                 let _ = client.lease_revoke(lease.id()).await;
                 return Ok(false);
@@ -433,7 +629,7 @@ impl Backend for EtcdBackend {
                 },
             );
             Ok(true)
-        })
+        }
     }
 }
 

@@ -35,8 +35,18 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "redlock")]
 pub mod redlock;
-#[cfg(any(feature = "redis", feature = "postgres", feature = "zookeeper"))]
-mod url_params;
+#[cfg_attr(
+    not(any(
+        feature = "redis",
+        feature = "mysql",
+        feature = "postgres",
+        feature = "zookeeper",
+        feature = "etcd"
+    )),
+    allow(dead_code)
+)]
+pub(crate) mod tls;
+pub(crate) mod url_params;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
@@ -198,17 +208,39 @@ pub(crate) async fn sqlx_connect<C>(
     limit: Duration,
     connect: impl Future<Output = std::result::Result<C, sqlx::Error>>,
 ) -> Result<C> {
-    let url = crate::locker::mask_password(url);
+    let url = crate::backend::url_params::mask_password(url);
     let why = match tokio::time::timeout(limit, connect).await {
         Ok(Ok(conn)) => return Ok(conn),
-        // What the server said speaks for itself.
-        Ok(Err(e @ sqlx::Error::Database(_))) => {
+        // What the server said speaks for itself; a refused login gets a pointer to the URL.
+        Ok(Err(sqlx::Error::Database(e))) => {
+            let text = e.to_string();
+            let lower = text.to_ascii_lowercase();
+            let hint = if lower.contains("access denied")
+                || lower.contains("password authentication failed")
+                || lower.contains("authentication failed")
+            {
+                " (bad credentials: check the user and password in the URL)"
+            } else if lower.contains("insecure transport") || lower.contains("no encryption") {
+                " (the server accepts only TLS connections: add `?sslmode=require` \
+                 (PostgreSQL) or `?ssl-mode=REQUIRED` (MySQL), or `tls_ca=PATH`)"
+            } else {
+                ""
+            };
             return Err(crate::Error::backend(
                 backend,
-                format!("cannot connect to {url}: {e}"),
-            ))
+                format!("cannot connect to {url}: {text}{hint}"),
+            ));
         }
-        Ok(Err(e)) => e.to_string(),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            if let Some(why) = tls::explain(&text, false) {
+                return Err(crate::Error::backend(
+                    backend,
+                    format!("cannot connect to {url}: {why} ({text})"),
+                ));
+            }
+            text
+        }
         Err(_) => format!("no answer within {limit:?}"),
     };
     Err(crate::Error::backend(

@@ -109,12 +109,15 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{
+    MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlSslMode,
+};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
 use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
-use crate::locker::mask_password;
+use crate::backend::tls::TlsParams;
+use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 
 const NAME: &str = "mysql";
@@ -291,7 +294,31 @@ impl MysqlBackend {
     /// be reached (at once, or after 5 s when it does not answer), and when the table exists
     /// without the columns dlock needs (the message gives the `ALTER TABLE` that adds them).
     pub async fn connect(url: &str) -> Result<Self> {
-        let (options, table, allow_fence_reset) = parse_url(url)?;
+        let (without_tls, tls) = TlsParams::take(url)?;
+        let (mut options, table, allow_fence_reset) = parse_url(&without_tls, url)?;
+        if tls.any() {
+            super::tls::require_feature(url, true)?;
+            let files = tls.read(url).await?;
+            if let Some(ca) = files.ca {
+                options = options.ssl_ca_from_pem(ca);
+                if !super::url_params::has_param(url, &["ssl-mode", "sslmode"]) {
+                    // A CA given means: check the server against it, name included.
+                    options = options.ssl_mode(MySqlSslMode::VerifyIdentity);
+                }
+            }
+            if let Some((cert, key)) = files.identity {
+                options = options
+                    .ssl_client_cert_from_pem(cert)
+                    .ssl_client_key_from_pem(key);
+            }
+        }
+        super::tls::require_feature(
+            url,
+            !matches!(
+                options.get_ssl_mode(),
+                MySqlSslMode::Disabled | MySqlSslMode::Preferred
+            ),
+        )?;
         // One connection opened directly: the pool would retry a refused connection until its
         // acquire timeout and then report only "timed out", hiding the cause.
         let host = format!("{}:{}", options.get_host(), options.get_port());
@@ -579,10 +606,11 @@ impl Backend for MysqlBackend {
     }
 }
 
-/// Splits `?table=` off `url` and parses the rest with sqlx.
-fn parse_url(url: &str) -> Result<(MySqlConnectOptions, String, bool)> {
+/// Splits `?table=` off `url` and parses the rest with sqlx; `shown` is the URL as the user
+/// wrote it, for messages.
+fn parse_url(url: &str, shown: &str) -> Result<(MySqlConnectOptions, String, bool)> {
     let bad = |reason: String| Error::InvalidUrl {
-        url: mask_password(url),
+        url: mask_password(shown),
         reason,
     };
     let (base, query) = url.split_once('?').unwrap_or((url, ""));

@@ -63,13 +63,14 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::Notify;
 
 use super::digest::sha256_hex;
 use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
-use crate::locker::mask_password;
+use crate::backend::tls::TlsParams;
+use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 
 const NAME: &str = "postgres";
@@ -258,7 +259,31 @@ impl PostgresBackend {
     /// [`Error::Backend`] when the server cannot be reached (the message says whether the
     /// connection was refused or the server did not answer like PostgreSQL).
     pub async fn connect(url: &str) -> Result<Self> {
-        let (options, table) = parse_url(url)?;
+        let (without_tls, tls) = TlsParams::take(url)?;
+        let (mut options, table) = parse_url(&without_tls, url)?;
+        if tls.any() {
+            super::tls::require_feature(url, true)?;
+            let files = tls.read(url).await?;
+            if let Some(ca) = files.ca {
+                options = options.ssl_root_cert_from_pem(ca);
+                if !super::url_params::has_param(url, &["sslmode", "ssl-mode"]) {
+                    // A CA given means: check the server against it, name included.
+                    options = options.ssl_mode(PgSslMode::VerifyFull);
+                }
+            }
+            if let Some((cert, key)) = files.identity {
+                options = options
+                    .ssl_client_cert_from_pem(cert)
+                    .ssl_client_key_from_pem(key);
+            }
+        }
+        super::tls::require_feature(
+            url,
+            !matches!(
+                options.get_ssl_mode(),
+                PgSslMode::Disable | PgSslMode::Allow | PgSslMode::Prefer
+            ),
+        )?;
         let host = format!("{}:{}", options.get_host(), options.get_port());
         let mut conn = super::sqlx_connect(
             NAME,
@@ -522,10 +547,11 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// Splits `?table=` off `url` and parses the rest with sqlx.
-fn parse_url(url: &str) -> Result<(PgConnectOptions, String)> {
+/// Splits `?table=` off `url` and parses the rest with sqlx; `shown` is the URL as the user
+/// wrote it, for messages.
+fn parse_url(url: &str, shown: &str) -> Result<(PgConnectOptions, String)> {
     let bad = |reason: String| Error::InvalidUrl {
-        url: mask_password(url),
+        url: mask_password(shown),
         reason,
     };
     let (sqlx_url, table) = super::url_params::take_param(url, "table");

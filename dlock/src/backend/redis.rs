@@ -86,7 +86,8 @@ use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{Notify, OnceCell};
 
 use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant, MIN_ANSWER_TIME};
-use crate::locker::mask_password;
+use crate::backend::tls::{TlsFiles, TlsParams};
+use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 
 const NAME: &str = "redis";
@@ -299,11 +300,12 @@ impl RedisBackend {
                 ),
             })?,
         };
-        let client =
-            redis::Client::open(url_for_client.as_str()).map_err(|e| Error::InvalidUrl {
-                url: mask_password(url),
-                reason: format!("{e}; expected redis://[user:pass@]host:port[/db]"),
-            })?;
+        let (url_for_client, tls) = TlsParams::take(&url_for_client)?;
+        let tls = tls_files(url, &tls).await?;
+        let client = open_client(&url_for_client, tls.as_ref()).map_err(|e| Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!("{e}; expected redis://[user:pass@]host:port[/db] (rediss:// for TLS)"),
+        })?;
         let commands = tokio::time::timeout(
             CONNECT_TIMEOUT * 2,
             ConnectionManager::new_with_config(client.clone(), manager_config()),
@@ -664,11 +666,69 @@ async fn supervise(connection: Weak<NoticeConnection>) {
     }
 }
 
+/// Whether `url` is a TLS URL (`rediss://`, `redlocks://`); the TLS parameters of a plaintext
+/// URL are an [`Error::InvalidUrl`] (they would be ignored), and so is a TLS URL without the `tls`
+/// feature. Reads the files the parameters name.
+pub(crate) async fn tls_files(url: &str, tls: &TlsParams) -> Result<Option<TlsFiles>> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    let wants = scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("redlocks");
+    if tls.any() && !wants {
+        return Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: "`tls_ca`/`tls_cert`/`tls_key` apply to TLS connections; write `rediss://` \
+                     (`redlocks://` for Redlock) to connect with TLS"
+                .into(),
+        });
+    }
+    super::tls::require_feature(url, wants)?;
+    if !wants {
+        return Ok(None);
+    }
+    #[cfg(feature = "tls")]
+    super::tls::install_crypto_provider();
+    Ok(Some(tls.read(url).await?))
+}
+
+/// A client for `url` (`redis://` or `rediss://`, dlock's own parameters taken out), trusting
+/// the CA and presenting the client certificate of `tls` when given.
+pub(crate) fn open_client(url: &str, tls: Option<&TlsFiles>) -> redis::RedisResult<redis::Client> {
+    #[cfg(feature = "tls")]
+    if let Some(files) = tls.filter(|f| f.ca.is_some() || f.identity.is_some()) {
+        return redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: files.identity.clone().map(|(client_cert, client_key)| {
+                    redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }
+                }),
+                root_cert: files.ca.clone(),
+            },
+        );
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    redis::Client::open(url)
+}
+
 /// A connect failure in one line that says what went wrong: refused, timed out, a server that
-/// is not Redis (its reply did not parse), or what the server said (auth, ...).
+/// is not Redis (its reply did not parse), a TLS mistake, or what the server said (auth, ...).
 fn connect_error(url: &str, e: &redis::RedisError) -> Error {
+    let tls = url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss:"));
     let url = mask_password(url);
     let detail = e.to_string().replace('\n', " ");
+    if let Some(why) = super::tls::explain(&detail, tls) {
+        return backend_err(format!("cannot connect to {url}: {why} ({detail})"));
+    }
+    if e.code() == Some("WRONGPASS") || e.code() == Some("NOAUTH") {
+        return backend_err(format!(
+            "cannot connect to {url}: bad credentials: check the user and password in the URL \
+             ({detail})"
+        ));
+    }
     if e.is_connection_refusal() {
         backend_err(format!(
             "cannot connect to {url}: connection refused (is Redis running there?)"

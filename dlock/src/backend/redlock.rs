@@ -35,7 +35,7 @@ use redis::aio::ConnectionManager;
 
 use super::redis::{manager_config, ttl_ms, RedisKeys, EXTEND, RELEASE};
 use super::{jitter, remaining, Backend, BoxFuture, Grant};
-use crate::locker::mask_password;
+use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 
 const NAME: &str = "redlock";
@@ -63,7 +63,8 @@ enum Answer {
 }
 
 impl RedlockBackend {
-    /// Connects (lazily: down nodes are tolerated) to `redlock://h1:p1,h2:p2,h3:p3[,...]`.
+    /// Connects (lazily: down nodes are tolerated) to `redlock://h1:p1,h2:p2,h3:p3[,...]`
+    /// (`redlocks://` for TLS to every node, with the `tls` feature).
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] for fewer than 3 nodes, an even number of nodes, or a node address
@@ -73,10 +74,19 @@ impl RedlockBackend {
             url: mask_password(url),
             reason,
         };
-        let rest = url
+        let (without_tls, tls) = crate::backend::tls::TlsParams::take(url)?;
+        let tls = super::redis::tls_files(url, &tls).await?;
+        let node_scheme = if tls.is_some() { "rediss" } else { "redis" };
+        let rest = without_tls
             .split_once("://")
             .map(|(_, rest)| rest)
             .ok_or_else(|| bad("expected redlock://host:port,host:port,host:port".into()))?;
+        if let Some((_, query)) = rest.split_once('?') {
+            return Err(bad(format!(
+                "unknown parameter(s) `{query}`; Redlock URLs take `tls_ca`, `tls_cert` and \
+                 `tls_key` (with `redlocks://`)"
+            )));
+        }
         let (userinfo, hosts) = match rest.rsplit_once('@') {
             Some((user, hosts)) => (format!("{user}@"), hosts),
             None => (String::new(), rest),
@@ -103,8 +113,8 @@ impl RedlockBackend {
         }
         let mut nodes = Vec::with_capacity(hosts.len());
         for host in &hosts {
-            let node_url = format!("redis://{userinfo}{host}");
-            let client = redis::Client::open(node_url.as_str())
+            let node_url = format!("{node_scheme}://{userinfo}{host}");
+            let client = super::redis::open_client(&node_url, tls.as_ref())
                 .map_err(|e| bad(format!("node `{host}`: {e}")))?;
             let con = ConnectionManager::new_lazy_with_config(client, manager_config())
                 .map_err(|e| Error::backend(NAME, e))?;

@@ -1,9 +1,10 @@
-//! Query parameters of lock-service URLs that dlock reads itself (and removes before handing
-//! the URL to the client crate, which may not know them).
+//! Lock-service URLs: the query parameters dlock reads itself (and removes before handing the
+//! URL to the client crate, which may not know them), and password masking for every message
+//! that shows a URL.
 
 /// Removes `name=value` from the query of `url`; returns the URL without it and the value (the
 /// last one when repeated). Parameters are matched case-sensitively, values taken as written.
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[allow(dead_code)] // unused when only the memory backend is compiled
 pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), None);
@@ -28,9 +29,41 @@ pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     }
 }
 
+#[allow(dead_code)] // unused when only the memory backend is compiled
+/// Percent-decodes a user name or password from the URL (`%40` for `@`, ...); bytes that do
+/// not decode are kept as written.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// Whether the query of `url` has a parameter named one of `names`.
+#[allow(dead_code)] // unused when only the memory backend is compiled
+pub(crate) fn has_param(url: &str, names: &[&str]) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| names.contains(&pair.split_once('=').map_or(pair, |(k, _)| k)))
+    })
+}
+
 /// A duration as URL parameters write it: a number and a unit (`500ms`, `10s`, `1.5s`, `2m`,
 /// `1h`; no unit means seconds).
-#[cfg_attr(not(any(feature = "redis", feature = "zookeeper")), allow(dead_code))]
+#[allow(dead_code)] // unused when only the memory backend is compiled
 pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
     let split = s
@@ -49,9 +82,48 @@ pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(number * scale).ok()
 }
 
+/// `url` with every password in it replaced by `***`, for error messages, logs and `Debug`:
+/// the password of each `user:password@` (Redlock and etcd URLs carry several hosts) and the
+/// value of a `password=` query parameter (sqlx reads one).
+pub(crate) fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (location, query) = match rest.split_once('?') {
+        Some((l, q)) => (l, Some(q)),
+        None => (rest, None),
+    };
+    let authority_end = location.find('/').unwrap_or(location.len());
+    let (authority, path) = location.split_at(authority_end);
+    let authority = authority
+        .split(',')
+        .map(|host| match host.rsplit_once('@') {
+            Some((userinfo, at)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{at}"),
+                None => host.to_owned(),
+            },
+            None => host.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut masked = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        masked.push('?');
+        masked.push_str(&pairs.join("&"));
+    }
+    masked
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, take_param};
+    use super::{mask_password, parse_duration, take_param};
     use std::time::Duration;
 
     #[test]
@@ -81,5 +153,28 @@ mod tests {
             take_param("redis://h:1?a=1", "replicas"),
             ("redis://h:1?a=1".into(), None)
         );
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_password("redis://u:secret@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
+        assert_eq!(mask_password("redis://h:1"), "redis://h:1");
+        assert_eq!(mask_password("mysql://root@h/test"), "mysql://root@h/test");
+        assert_eq!(
+            mask_password("redlock://:p1@h:1,u:p2@h:2,h:3?x=1"),
+            "redlock://:***@h:1,u:***@h:2,h:3?x=1"
+        );
+        assert_eq!(
+            mask_password("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            mask_password("etcd://u:p@ss:w@rd@h:2379/x"),
+            "etcd://u:***@h:2379/x"
+        );
+        assert_eq!(mask_password("not a url"), "not a url");
     }
 }

@@ -94,7 +94,8 @@ use zookeeper_client as zk;
 
 use super::digest::sha256_hex;
 use super::{diagnose, jitter, Backend, BoxFuture, Grant};
-use crate::locker::mask_password;
+use crate::backend::tls::{TlsFiles, TlsParams};
+use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
 
 const NAME: &str = "zookeeper";
@@ -108,12 +109,42 @@ const DIGESTED_PREFIX: usize = 120;
 /// How many times an acquire starts over in a new session after its session ended.
 const SESSION_RETRIES: u32 = 3;
 
-const LOCK_NODE: zk::CreateOptions<'static> =
-    zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-const CONTAINER: zk::CreateOptions<'static> =
-    zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
-const PERSISTENT: zk::CreateOptions<'static> =
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+/// Nodes of a Locker without credentials: open to every client, as ZooKeeper's default.
+const OPEN: NodeOptions = NodeOptions {
+    lock: zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
+    container: zk::CreateMode::Container.with_acls(zk::Acls::anyone_all()),
+    persistent: zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+};
+
+/// Directories of a Locker with credentials: everything for the user that made them (ZooKeeper
+/// expands `auth` to the session's digest id), reading for others. A node is deleted under its
+/// parent's `delete` right, so others can neither delete nor add lock nodes.
+static OWNER_ALL_OTHERS_READ: [zk::Acl; 2] = [
+    zk::Acl::new_const(zk::Permission::ALL, "auth", ""),
+    zk::Acl::new_const(zk::Permission::READ, "world", "anyone"),
+];
+
+/// How this Locker creates its nodes.
+#[derive(Debug)]
+struct NodeOptions {
+    lock: zk::CreateOptions<'static>,
+    container: zk::CreateOptions<'static>,
+    persistent: zk::CreateOptions<'static>,
+}
+
+impl NodeOptions {
+    fn for_config(cfg: &Config) -> NodeOptions {
+        if cfg.auth.is_none() {
+            return OPEN;
+        }
+        let dirs = zk::Acls::new(&OWNER_ALL_OTHERS_READ);
+        NodeOptions {
+            lock: zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::creator_all()),
+            container: zk::CreateMode::Container.with_acls(dirs),
+            persistent: zk::CreateMode::Persistent.with_acls(dirs),
+        }
+    }
+}
 
 /// What went wrong, with the node or host it concerns (wrapped in [`Error::Backend`]).
 #[derive(Debug, thiserror::Error)]
@@ -172,13 +203,29 @@ fn is_session_error(e: &zk::Error) -> bool {
 }
 
 /// Parsed `zookeeper://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Config {
     /// `host:port,host:port`, for the client's connect string.
     hosts: String,
     /// Absolute, without a trailing slash, never `/`.
     root: String,
     session_timeout: Duration,
+    /// `user:password` for ZooKeeper's digest scheme, from the URL's user info.
+    auth: Option<String>,
+    /// `tls_ca` (required for TLS: the client has no system roots), `tls_cert`, `tls_key`.
+    tls: TlsParams,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("hosts", &self.hosts)
+            .field("root", &self.root)
+            .field("session_timeout", &self.session_timeout)
+            .field("auth", &self.auth.as_ref().map(|_| "***"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Config {
@@ -187,8 +234,10 @@ impl Config {
             url: mask_password(url),
             reason,
         };
-        let form = "expected `zookeeper://host:port[,host:port...]/root[?session_timeout=10s]`";
-        let rest = url
+        let form = "expected `zookeeper://[user:password@]host:port[,host:port...]/root\
+                    [?session_timeout=10s][&tls_ca=PATH[&tls_cert=PATH&tls_key=PATH]]`";
+        let (without_tls, tls) = TlsParams::take(url)?;
+        let rest = without_tls
             .split_once("://")
             .filter(|(s, _)| s.eq_ignore_ascii_case("zookeeper") || s.eq_ignore_ascii_case("zk"))
             .map(|(_, r)| r)
@@ -198,11 +247,24 @@ impl Config {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        if authority.contains('@') {
-            return Err(bad(format!(
-                "user info (`user@`) is not supported: ZooKeeper authenticates by ACL schemes; {form}"
-            )));
-        }
+        let (auth, authority) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                let (user, password) = userinfo.split_once(':').ok_or_else(|| {
+                    bad(format!(
+                        "give both user and password (`user:password@`) for ZooKeeper's digest \
+                         scheme; {form}"
+                    ))
+                })?;
+                let (user, password) = (percent_decode(user), percent_decode(password));
+                if user.is_empty() || user.contains(':') {
+                    return Err(bad(format!(
+                        "the digest user must be non-empty and without `:`; {form}"
+                    )));
+                }
+                (Some(format!("{user}:{password}")), hosts)
+            }
+            None => (None, authority),
+        };
         let mut hosts = Vec::new();
         for host in authority.split(',') {
             let host = host.trim();
@@ -258,15 +320,24 @@ impl Config {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown parameter `{other}`; the accepted one is `session_timeout` (e.g. `?session_timeout=10s`)"
+                        "unknown parameter `{other}`; the accepted ones are `session_timeout` (e.g. `?session_timeout=10s`) and `tls_ca`, `tls_cert`, `tls_key`"
                     )))
                 }
             }
         }
+        if tls.any() && tls.ca.is_none() {
+            return Err(bad(format!(
+                "ZooKeeper over TLS needs `tls_ca=PATH` (the CA that signed the server's \
+                 certificate; the client has no system roots); {form}"
+            )));
+        }
+        super::tls::require_feature(url, tls.any())?;
         Ok(Config {
             hosts: hosts.join(","),
             root: root.to_owned(),
             session_timeout,
+            auth,
+            tls,
         })
     }
 
@@ -428,6 +499,11 @@ struct Inner {
     wakeups: AtomicU64,
     /// Cleared when the server refuses container nodes (older than 3.5.3).
     containers: AtomicBool,
+    /// The ACLs nodes are created with (open, or the URL's user's).
+    node_options: NodeOptions,
+    /// The CA and client certificate, read at connect; `None` without TLS.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: Option<TlsFiles>,
 }
 
 /// The ZooKeeper [`Backend`]; see the [module docs](self) for the recipe, keys, fence and lease.
@@ -457,8 +533,15 @@ impl ZookeeperBackend {
     /// established within the connect limit, or the root cannot be created.
     pub async fn connect(url: &str) -> Result<Self> {
         let cfg = Config::parse(url)?;
+        let tls = if cfg.tls.any() {
+            Some(cfg.tls.read(url).await?)
+        } else {
+            None
+        };
         let backend = ZookeeperBackend {
             inner: Arc::new(Inner {
+                node_options: NodeOptions::for_config(&cfg),
+                tls,
                 cfg,
                 current: RwLock::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -471,7 +554,7 @@ impl ZookeeperBackend {
         let root = &backend.inner.cfg.root;
         session
             .client
-            .mkdir(root, &PERSISTENT)
+            .mkdir(root, &backend.inner.node_options.persistent)
             .await
             .map_err(Fail::op("create root", root))?;
         Ok(backend)
@@ -544,23 +627,38 @@ impl ZookeeperBackend {
     async fn open(&self) -> Result<Session, Fail> {
         let cfg = &self.inner.cfg;
         let limit = cfg.connect_limit();
-        let connect = zk::Client::connector()
+        let mut connector = zk::Client::connector()
             .with_session_timeout(cfg.session_timeout)
-            .with_fail_eagerly()
-            .connect(&cfg.hosts);
+            .with_fail_eagerly();
+        if let Some(auth) = &cfg.auth {
+            connector = connector.with_auth("digest", auth.as_bytes());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(files) = &self.inner.tls {
+            connector = connector.with_tls(self.tls_options(files)?);
+        }
+        let secure = self.inner.tls.is_some();
+        let connect = async {
+            #[cfg(feature = "tls")]
+            if secure {
+                return connector.secure_connect(&cfg.hosts).await;
+            }
+            let _ = secure;
+            connector.connect(&cfg.hosts).await
+        };
         let client = match tokio::time::timeout(limit, connect).await {
             Ok(Ok(client)) => client,
             Ok(Err(source)) => {
                 return Err(Fail::Connect {
                     hosts: cfg.hosts.clone(),
-                    why: format!("{source}; {}", diagnose(&cfg.hosts, "ZooKeeper").await),
+                    why: format!("{source}; {}", self.why_no_session().await),
                 })
             }
             Err(_) => {
                 return Err(Fail::ConnectTimeout {
                     hosts: cfg.hosts.clone(),
                     limit,
-                    why: diagnose(&cfg.hosts, "ZooKeeper").await,
+                    why: self.why_no_session().await,
                 })
             }
         };
@@ -580,6 +678,48 @@ impl ZookeeperBackend {
             dead: rx,
             monitor,
         })
+    }
+
+    /// The client's TLS options from the files read at connect.
+    #[cfg(feature = "tls")]
+    fn tls_options(&self, files: &TlsFiles) -> Result<zk::TlsOptions, Fail> {
+        super::tls::install_crypto_provider();
+        let hosts = &self.inner.cfg.hosts;
+        let bad = |why: String| Fail::Connect {
+            hosts: hosts.clone(),
+            why,
+        };
+        let text = |bytes: &[u8], what: &str| {
+            std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|_| bad(format!("the {what} file is not PEM text")))
+        };
+        let ca = text(files.ca.as_deref().unwrap_or_default(), "tls_ca")?;
+        let mut options = zk::TlsOptions::new()
+            .with_pem_ca(&ca)
+            .map_err(|e| bad(format!("the tls_ca file: {e}")))?;
+        if let Some((cert, key)) = &files.identity {
+            options = options
+                .with_pem_identity(&text(cert, "tls_cert")?, &text(key, "tls_key")?)
+                .map_err(|e| bad(format!("the client certificate (tls_cert, tls_key): {e}")))?;
+        }
+        Ok(options)
+    }
+
+    /// Why no session came (the client says only "timeout" or "no hosts"): a TCP probe, and
+    /// with TLS a handshake of our own with the same certificates, against the first host.
+    async fn why_no_session(&self) -> String {
+        let hosts = &self.inner.cfg.hosts;
+        #[cfg(feature = "tls")]
+        if let Some(files) = &self.inner.tls {
+            let first = hosts.split(',').next().unwrap_or_default();
+            return format!(
+                "{}; {}",
+                diagnose(hosts, "ZooKeeper").await,
+                super::tls::probe(first, files.ca.clone(), files.identity.clone()).await
+            );
+        }
+        diagnose(hosts, "ZooKeeper").await
     }
 
     /// Retries `op` after connection losses while the session lives (idempotent operations only).
@@ -604,7 +744,12 @@ impl ZookeeperBackend {
     async fn make_dir(&self, session: &Session, dir: &str) -> Result<(), Fail> {
         loop {
             let container = self.inner.containers.load(Ordering::Relaxed);
-            let options = if container { &CONTAINER } else { &PERSISTENT };
+            let made = &self.inner.node_options;
+            let options = if container {
+                &made.container
+            } else {
+                &made.persistent
+            };
             match Self::retry(session, || session.client.create(dir, &[], options)).await {
                 Ok(_) | Err(zk::Error::NodeExists) => return Ok(()),
                 Err(zk::Error::Unimplemented) if container => {
@@ -612,7 +757,7 @@ impl ZookeeperBackend {
                 }
                 Err(zk::Error::NoNode) => {
                     let root = &self.inner.cfg.root;
-                    Self::retry(session, || session.client.mkdir(root, &PERSISTENT))
+                    Self::retry(session, || session.client.mkdir(root, &made.persistent))
                         .await
                         .map_err(Fail::op("create root", root))?;
                 }
@@ -641,11 +786,18 @@ impl ZookeeperBackend {
             if attempt == 1 && crate::test_hooks::take_ghost_create(dir) {
                 // The first create happens but its reply is "lost", and the listing that would
                 // find it is skipped (as on a lagging server): a ghost node of the token.
-                let _ = session.client.create(&prefix, &[], &LOCK_NODE).await;
+                let _ = session
+                    .client
+                    .create(&prefix, &[], &self.inner.node_options.lock)
+                    .await;
                 retried = true;
                 continue;
             }
-            match session.client.create(&prefix, &[], &LOCK_NODE).await {
+            match session
+                .client
+                .create(&prefix, &[], &self.inner.node_options.lock)
+                .await
+            {
                 Ok((stat, seq)) => {
                     return Ok((format!("{token}-{seq}"), stat.czxid, sent_at, retried))
                 }

@@ -1,0 +1,1 @@
+//! TLS and least-privilege credentials on every networked backend (issue 19).
