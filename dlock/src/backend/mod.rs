@@ -215,7 +215,15 @@ pub(crate) async fn sqlx_connect<C>(
         Ok(Err(sqlx::Error::Database(e))) => {
             let text = e.to_string();
             let lower = text.to_ascii_lowercase();
-            let hint = if lower.contains("access denied")
+            let tls_off = {
+                let url = url.to_ascii_lowercase();
+                url.contains("ssl-mode=disabled") || url.contains("sslmode=disable")
+            };
+            let hint = if lower.contains("access denied") && tls_off {
+                // MySQL answers an account that requires TLS with the same "access denied".
+                " (bad credentials, or the account accepts only TLS connections and the URL \
+                 turned TLS off: check the user and password, and drop `ssl-mode=DISABLED`)"
+            } else if lower.contains("access denied")
                 || lower.contains("password authentication failed")
                 || lower.contains("authentication failed")
             {

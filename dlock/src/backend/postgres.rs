@@ -302,10 +302,23 @@ impl PostgresBackend {
              secret_key TEXT NOT NULL, expire_at TIMESTAMPTZ NOT NULL); \
              CREATE SEQUENCE IF NOT EXISTS {seq}"
         );
-        let created = tokio::time::timeout(
-            STATEMENT_TIMEOUT,
-            sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut conn),
-        )
+        // PostgreSQL checks the right to create in the schema before `IF NOT EXISTS`, so a user
+        // granted only the table and the sequence (see the README's "Security") would be refused
+        // the DDL: skip it when both exist (`to_regclass` needs no privilege on them).
+        let exists = format!(
+            "SELECT to_regclass('{}') IS NOT NULL AND to_regclass('{}') IS NOT NULL",
+            t.replace('\'', "''"),
+            seq.replace('\'', "''")
+        );
+        let created = tokio::time::timeout(STATEMENT_TIMEOUT, async {
+            let both: bool = sqlx::query_scalar(AssertSqlSafe(exists))
+                .fetch_one(&mut conn)
+                .await?;
+            if !both {
+                sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut conn).await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        })
         .await;
         let _ = conn.close().await;
         match created {

@@ -306,13 +306,28 @@ impl RedisBackend {
             url: mask_password(url),
             reason: format!("{e}; expected redis://[user:pass@]host:port[/db] (rediss:// for TLS)"),
         })?;
-        let commands = tokio::time::timeout(
+        let commands = match tokio::time::timeout(
             CONNECT_TIMEOUT * 2,
             ConnectionManager::new_with_config(client.clone(), manager_config()),
         )
         .await
-        .map_err(|_| backend_err(format!("connect to {} timed out", mask_password(url))))?
-        .map_err(|e| connect_error(url, &e))?;
+        {
+            Ok(Ok(commands)) => commands,
+            Ok(Err(e)) => return Err(connect_error(url, &e)),
+            Err(_) => {
+                #[allow(unused_mut)]
+                let mut why = String::new();
+                #[cfg(feature = "tls")]
+                if let Some(files) = tls {
+                    let host = client.get_connection_info().addr().to_string();
+                    why = format!(": {}", super::tls::probe(&host, files.ca, files.identity).await);
+                }
+                return Err(backend_err(format!(
+                    "connect to {} timed out{why}",
+                    mask_password(url)
+                )));
+            }
+        };
         refuse_evicting_server(&mut commands.clone(), url).await?;
         Ok(RedisBackend {
             client,
@@ -723,7 +738,10 @@ fn connect_error(url: &str, e: &redis::RedisError) -> Error {
     if let Some(why) = super::tls::explain(&detail, tls) {
         return backend_err(format!("cannot connect to {url}: {why} ({detail})"));
     }
-    if e.code() == Some("WRONGPASS") || e.code() == Some("NOAUTH") {
+    if e.code() == Some("WRONGPASS")
+        || e.code() == Some("NOAUTH")
+        || detail.contains("AuthenticationFailed")
+    {
         return backend_err(format!(
             "cannot connect to {url}: bad credentials: check the user and password in the URL \
              ({detail})"

@@ -218,6 +218,16 @@ fn handshake(
                      port, or it refused this client (a client certificate it wants?) ({text})"
                 )
             }
+            None if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+            {
+                format!(
+                    "TLS: the server did not answer the TLS handshake; it looks like a plaintext \
+                     port (drop the TLS scheme or parameters, or point at the server's TLS port)"
+                )
+            }
             None => format!("TLS handshake: {text}"),
         }
     };
