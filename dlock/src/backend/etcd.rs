@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    TxnOpResponse, WatchOptions,
 };
 
 use super::{diagnose, remaining, within_wait, Backend, BoxFuture, Grant};
@@ -317,6 +317,10 @@ impl EtcdBackend {
             }
         }
         let mut client = self.client.clone();
+        if stale {
+            // The server refuses a login that carries the expired token.
+            client.remove_client_auth();
+        }
         client
             .set_client_auth(name.clone(), password.clone())
             .await
@@ -364,13 +368,30 @@ impl EtcdBackend {
             )])
             .or_else([TxnOp::get(path, None)]);
         let done = client.txn(txn).await.map_err(|e| self.err(e))?;
+        if !done.succeeded() {
+            // The key of this token exists: made by an earlier try of this same acquire (one
+            // retried after the auth token expired); it is ours, with its own lease.
+            let existing = done.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| (kv.create_revision(), kv.lease())),
+                _ => None,
+            });
+            let Some((revision, lease)) = existing else {
+                return Err(backend_err(
+                    "the lock key of this token vanished while being made",
+                ));
+            };
+            let _ = client.lease_revoke(held.lease).await;
+            let held = Held { lease, ..held };
+            self.held().insert(token.to_owned(), held.clone());
+            return Ok((held, revision));
+        }
         let revision = done
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| backend_err("transaction without a header"))?;
-        if !done.succeeded() {
-            return Err(backend_err("the lock key of this token already exists"));
-        }
         Ok((held, revision))
     }
 
@@ -493,7 +514,15 @@ impl Backend for EtcdBackend {
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         Box::pin(async move {
             self.logged_in().await?;
-            self.acquire_inner(key, token, ttl, deadline).await
+            match self.acquire_inner(key, token, ttl, deadline).await {
+                // The token expired mid-way: once more, logged in again (the key made by the
+                // first try, if any, is found and kept: its path holds this token).
+                Err(_) if self.token_expired() => {
+                    self.logged_in().await?;
+                    self.acquire_inner(key, token, ttl, deadline).await
+                }
+                done => done,
+            }
         })
     }
 

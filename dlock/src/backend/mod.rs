@@ -279,7 +279,7 @@ pub(crate) async fn diagnose(hosts: &str, kind: &'static str) -> String {
                 match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                     Ok(_) => format!(
                         "{host} accepts connections but did not answer like a {kind} server \
-                         (is it a {kind} port?)"
+                         (is it a {kind} port? a TLS one, needing the TLS form of the URL?)"
                     ),
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         format!("connection refused at {host} (is {kind} running there?)")

@@ -320,7 +320,10 @@ impl RedisBackend {
                 #[cfg(feature = "tls")]
                 if let Some(files) = tls {
                     let host = client.get_connection_info().addr().to_string();
-                    why = format!(": {}", super::tls::probe(&host, files.ca, files.identity).await);
+                    why = format!(
+                        ": {}",
+                        super::tls::probe(&host, files.ca, files.identity).await
+                    );
                 }
                 return Err(backend_err(format!(
                     "connect to {} timed out{why}",

@@ -214,8 +214,9 @@ fn handshake(
             ) =>
             {
                 format!(
-                    "TLS: the server closed the connection during the handshake: it is not a TLS \
-                     port, or it refused this client (a client certificate it wants?) ({text})"
+                    "TLS: the server closed the connection during the TLS handshake; it looks \
+                     like a plaintext port (or the server refused this client: does it want a \
+                     client certificate?) ({text})"
                 )
             }
             None if matches!(
@@ -223,10 +224,9 @@ fn handshake(
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ) =>
             {
-                format!(
-                    "TLS: the server did not answer the TLS handshake; it looks like a plaintext \
-                     port (drop the TLS scheme or parameters, or point at the server's TLS port)"
-                )
+                "TLS: the server did not answer the TLS handshake; it looks like a plaintext \
+                 port (drop the TLS scheme or parameters, or point at the server's TLS port)"
+                    .to_owned()
             }
             None => format!("TLS handshake: {text}"),
         }
@@ -282,6 +282,12 @@ pub(crate) fn explain(error: &str, tls: bool) -> Option<&'static str> {
         return Some(
             "TLS: the server did not answer in TLS; it looks like a plaintext port \
              (drop the TLS scheme or parameters, or point at the server's TLS port)",
+        );
+    }
+    if has("handshake eof") {
+        return Some(
+            "TLS: the server closed the connection during the TLS handshake; it looks like a \
+             plaintext port (or the server refused this client)",
         );
     }
     if has("certificaterequired") || has("certificate required") || has("handshake failure") {

@@ -149,7 +149,7 @@ impl NodeOptions {
 /// What went wrong, with the node or host it concerns (wrapped in [`Error::Backend`]).
 #[derive(Debug, thiserror::Error)]
 enum Fail {
-    #[error("{op} `{path}`: {source}")]
+    #[error("{op} `{path}`: {source}{}", no_auth_hint(source))]
     Op {
         op: &'static str,
         path: String,
@@ -200,6 +200,19 @@ fn is_session_error(e: &zk::Error) -> bool {
         e,
         zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::SessionMoved
     )
+}
+
+/// What a refused operation means for a user of dlock.
+fn no_auth_hint(e: &zk::Error) -> &'static str {
+    match e {
+        zk::Error::NoAuth => {
+            " (the lock nodes belong to another ZooKeeper user: check the user and password in \
+             the URL; nodes made by a Locker with `user:password@` are writable by that user \
+             only)"
+        }
+        zk::Error::InvalidAcl => " (the URL gives no user, but the node needs one)",
+        _ => "",
+    }
 }
 
 /// Parsed `zookeeper://` URL.
@@ -713,11 +726,7 @@ impl ZookeeperBackend {
         #[cfg(feature = "tls")]
         if let Some(files) = &self.inner.tls {
             let first = hosts.split(',').next().unwrap_or_default();
-            return format!(
-                "{}; {}",
-                diagnose(hosts, "ZooKeeper").await,
-                super::tls::probe(first, files.ca.clone(), files.identity.clone()).await
-            );
+            return super::tls::probe(first, files.ca.clone(), files.identity.clone()).await;
         }
         diagnose(hosts, "ZooKeeper").await
     }
