@@ -61,6 +61,9 @@ install_missing() {
   command -v etcd >/dev/null || pkgs+=(etcd-server)
   command -v protoc >/dev/null || pkgs+=(protobuf-compiler)
   command -v curl >/dev/null || pkgs+=(curl)
+  # The TLS tests make their certificates with openssl and run ZooKeeper's Netty (TLS) server.
+  command -v openssl >/dev/null || pkgs+=(openssl)
+  [ -f /usr/share/java/netty-codec.jar ] || pkgs+=(libnetty-java)
   if [ ${#pkgs[@]} -gt 0 ]; then
     echo "installing ${pkgs[*]} ..."
     $SUDO apt-get update -qq

@@ -159,6 +159,8 @@ fn assert_password_never_logged() {
         .get()
         .map(|c| c.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
         .unwrap_or_default();
+    // Not vacuous: dlock's acquires, releases and waits were recorded.
+    assert!(logged.contains("key="), "no event was recorded: {logged}");
     assert!(
         !logged.contains(PASSWORD),
         "the password was logged: {logged}"

@@ -29,7 +29,8 @@
 //!
 //! # Features
 //! One cargo feature per backend: `redis`, `redlock`, `mysql`, `postgres`, `zookeeper`, `etcd`; `macros` for
-//! `#[distributed_lock]`. The in-memory backend is always compiled.
+//! `#[distributed_lock]`; `tls` for TLS (rustls) on every backend compiled in (see
+//! [`Locker::connect`] for the URL forms). The in-memory backend is always compiled.
 //!
 //! # Tracing
 //! Every acquire, busy wait, renewal, release and loss emits a `tracing` event with target

@@ -191,7 +191,14 @@ impl Locker {
     /// | `mysql://user[:pass]@host:port/db[?table=distributed_lock]` (`mariadb://` too) | MySQL / MariaDB table | `mysql` |
     /// | `postgres://user[:pass]@host:port/db[?table=dlock_locks]` (`postgresql://` too) | PostgreSQL table | `postgres` |
     /// | `zookeeper://host:port[,host:port]/root[?session_timeout=10s]` (`zk://` too) | ZooKeeper | `zookeeper` |
-    /// | `etcd://host:port[,host:port]/root` | etcd v3 | `etcd` |
+    /// | `etcd://[user:pass@]host:port[,host:port]/root` | etcd v3 | `etcd` |
+    ///
+    /// With the cargo feature `tls`: `rediss://`, `redlocks://`, `etcds://`, MySQL's `ssl-mode=`
+    /// and PostgreSQL's `sslmode=`, and on every backend `tls_ca=PATH` (trust this CA),
+    /// `tls_cert=PATH` and `tls_key=PATH` (client certificate); ZooKeeper speaks TLS when
+    /// `tls_ca` is given. A ZooKeeper URL's `user:pass@` is a `digest` identity that owns the
+    /// nodes dlock creates. The README's "Security" section has the least rights each backend
+    /// needs.
     ///
     /// Fences are per backend (and per key): a fence from one service says nothing about a fence
     /// from another, so a resource that checks fences must be guarded through one backend.

@@ -284,26 +284,25 @@ pub(crate) fn explain(error: &str, tls: bool) -> Option<&'static str> {
              (drop the TLS scheme or parameters, or point at the server's TLS port)",
         );
     }
-    if has("handshake eof") {
-        return Some(
-            "TLS: the server closed the connection during the TLS handshake; it looks like a \
-             plaintext port (or the server refused this client)",
-        );
-    }
+    let closed = has("connection reset")
+        || has("unexpected end of file")
+        || has("unexpected eof")
+        || has("broken pipe")
+        || has("connection closed")
+        || has("connection aborted");
     if has("certificaterequired") || has("certificate required") || has("handshake failure") {
         return Some(
             "TLS: the server wants a client certificate this client did not offer or it \
              refused; give one with `tls_cert=PATH&tls_key=PATH`",
         );
     }
-    if !tls
-        && (has("connection reset")
-            || has("unexpected end of file")
-            || has("unexpected eof")
-            || has("broken pipe")
-            || has("connection closed")
-            || has("connection aborted"))
-    {
+    if has("handshake eof") || (tls && closed) {
+        return Some(
+            "TLS: the server closed the connection during the TLS handshake; it looks like a \
+             plaintext port (or the server refused this client)",
+        );
+    }
+    if !tls && closed {
         return Some(
             "the server closed the connection without answering; if it expects TLS on this \
              port, use the TLS form of the URL (`rediss://`, `etcds://`, `?sslmode=require`, ...)",
@@ -351,6 +350,9 @@ mod tests {
         assert!(explain("Connection reset by peer (os error 104)", false)
             .unwrap()
             .contains("expects TLS"));
+        assert!(explain("Connection reset by peer (os error 104)", true)
+            .unwrap()
+            .contains("plaintext port"));
         assert_eq!(explain("Connection refused", false), None);
     }
 }
