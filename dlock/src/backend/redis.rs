@@ -738,7 +738,7 @@ fn connect_error(url: &str, e: &redis::RedisError) -> Error {
         .is_some_and(|s| s.eq_ignore_ascii_case("rediss:"));
     let url = mask_password(url);
     let detail = e.to_string().replace('\n', " ");
-    if let Some(why) = super::tls::explain(&detail, tls) {
+    if let Some(why) = super::tls::explain(&detail, tls).filter(|_| tls) {
         return backend_err(format!("cannot connect to {url}: {why} ({detail})"));
     }
     if e.code() == Some("WRONGPASS")
@@ -760,7 +760,8 @@ fn connect_error(url: &str, e: &redis::RedisError) -> Error {
         ))
     } else if e.is_io_error() && !e.is_timeout() {
         backend_err(format!(
-            "cannot connect to {url}: {detail} (the server closed the connection: is it a Redis port?)"
+            "cannot connect to {url}: {detail} (the server closed the connection: is it a Redis \
+             port? if it expects TLS, use `rediss://`)"
         ))
     } else {
         backend_err(format!("cannot connect to {url}: {detail}"))
