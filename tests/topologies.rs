@@ -309,8 +309,8 @@ async fn zookeeper_ensemble_survives_its_leader_being_killed() {
         &[a.clone(), b.clone()],
         &support::unique("ensemble"),
         4,
-        12 * SECOND,
-        4 * SECOND,
+        10 * SECOND,
+        3 * SECOND,
         move || killer.lock().unwrap().nodes[leader].kill(),
     )
     .await;
@@ -346,6 +346,7 @@ impl EtcdCluster {
             .enumerate()
             .map(|(i, (_, peer))| format!("n{}=http://127.0.0.1:{peer}", i + 1))
             .collect();
+        let token = format!("dlock-{}", ports[0].0);
         let mut nodes = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
             let dir = node_dir("etcd");
@@ -361,7 +362,7 @@ impl EtcdCluster {
                 .args(["--initial-advertise-peer-urls", &peer_url])
                 .args(["--initial-cluster", &initial.join(",")])
                 .args(["--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", &format!("dlock-{client}")])
+                .args(["--initial-cluster-token", &token])
                 // Elections in well under a second on loopback (defaults: 100 ms / 1 s).
                 .args(["--heartbeat-interval", "100", "--election-timeout", "1000"]);
             nodes.push(Node::spawn(
@@ -442,8 +443,8 @@ async fn etcd_cluster_survives_its_leader_being_killed() {
         &[a.clone(), b.clone()],
         &support::unique("cluster"),
         4,
-        12 * SECOND,
-        4 * SECOND,
+        10 * SECOND,
+        3 * SECOND,
         move || killer.lock().unwrap().nodes[leader].kill(),
     )
     .await;
