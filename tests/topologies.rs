@@ -53,7 +53,8 @@ impl Node {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log.txt")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.dir.join("log.txt")).unwrap_or_default();
+        format!("{}:\n{log}", self.what)
     }
 }
 
@@ -461,4 +462,143 @@ async fn etcd_cluster_survives_its_leader_being_killed() {
     // Generous for a loaded 2-core machine.
     assert!(report.outage < 15 * SECOND, "outage {:?}", report.outage);
     held.release().await.expect("release after the election");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Sentinel: a primary, two replicas, three Sentinels
+
+struct SentinelSet {
+    primary: Option<support::RedisServer>,
+    _replicas: Vec<support::RedisServer>,
+    sentinels: Vec<Node>,
+    sentinel_ports: Vec<u16>,
+}
+
+impl SentinelSet {
+    fn start() -> SentinelSet {
+        let primary = support::RedisServer::start();
+        let replicas = vec![
+            support::RedisServer::start_replica_of(primary.port),
+            support::RedisServer::start_replica_of(primary.port),
+        ];
+        let mut sentinels = Vec::new();
+        let mut sentinel_ports = Vec::new();
+        for i in 0..3 {
+            let port = support::free_port();
+            let dir = node_dir("sentinel");
+            let config = dir.join("sentinel.conf");
+            // Sentinel rewrites its configuration file, so each gets its own. A primary is
+            // "down" after 1 s without an answer; a failover is retried after 3 s.
+            std::fs::write(
+                &config,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor mymaster 127.0.0.1 {} 2\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 3000\n\
+                     sentinel parallel-syncs mymaster 2\n",
+                    dir.display(),
+                    primary.port
+                ),
+            )
+            .expect("sentinel.conf");
+            let mut command = Command::new("redis-server");
+            command.arg(&config).arg("--sentinel");
+            sentinels.push(Node::spawn(
+                &format!("Sentinel {}", i + 1),
+                &mut command,
+                dir,
+            ));
+            sentinel_ports.push(port);
+        }
+        SentinelSet {
+            primary: Some(primary),
+            _replicas: replicas,
+            sentinels,
+            sentinel_ports,
+        }
+    }
+
+    fn hosts(&self) -> String {
+        self.sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits (60 s at most) until every Sentinel knows the two replicas and the other two
+    /// Sentinels, so that a failover can be agreed on.
+    fn wait_until_ready(&self) {
+        let until = Instant::now() + 60 * SECOND;
+        for port in &self.sentinel_ports {
+            loop {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "SENTINEL", "master", "mymaster"])
+                    .output()
+                    .expect("redis-cli");
+                let text = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+                let field = |name: &str| {
+                    let words: Vec<&str> = text.split_whitespace().collect();
+                    words
+                        .iter()
+                        .position(|w| *w == name)
+                        .and_then(|i| words.get(i + 1))
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(0)
+                };
+                if field("num-slaves") == 2 && field("num-other-sentinels") == 2 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "the Sentinels never found each other and the replicas: {text}; \
+                     Sentinel output:\n{}",
+                    self.sentinels[0].log()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Issue 14: Redis behind Sentinel with `?replicas=1`, the primary SIGKILLed mid-contention:
+/// Sentinel promotes a replica, dlock follows it, and since every grant was on a replica
+/// before it counted, no lock and no fence is lost: no two holders, fences keep growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_with_replicas_keeps_every_lock_and_fence() {
+    let set = SentinelSet::start();
+    set.wait_until_ready();
+    let url = format!(
+        "redis+sentinel://{}/mymaster?replicas=1&restart_delay=0",
+        set.hosts()
+    );
+    let a = support::connect("Redis Sentinel", &url).await;
+    let b = support::connect("Redis Sentinel", &url).await;
+    let c = support::connect("Redis Sentinel", &url).await;
+    let held = c.lock("held-across").await.expect("lock");
+    let set = Arc::new(Mutex::new(set));
+    let killer = set.clone();
+    let report = contend_through(
+        &[a.clone(), b.clone()],
+        &support::unique("sentinel"),
+        4,
+        12 * SECOND,
+        3 * SECOND,
+        move || drop(killer.lock().unwrap().primary.take()),
+    )
+    .await;
+    eprintln!(
+        "Redis Sentinel (replicas=1), primary killed: {} critical sections, {} retried errors, \
+         longest outage {:?}",
+        report.sections, report.errors, report.outage
+    );
+    // Down after 1 s, then the Sentinels agree and promote a replica (a second or two), then
+    // the first failed request of each Locker finds the new primary.
+    assert!(report.outage < 20 * SECOND, "outage {:?}", report.outage);
+    // The lock held across the failover is still held (its key was on the promoted replica,
+    // and the watchdog renews it there).
+    tokio::time::sleep(2 * SECOND).await;
+    assert!(held.is_held(), "the lock held across the failover was lost");
+    held.release().await.expect("release on the new primary");
 }

@@ -223,7 +223,8 @@ impl Drop for LockGuard {
         runtime::spawn_background(async move {
             let _pending = pending;
             let name = backend.name();
-            match backend.release(&key, &token).await {
+            let until = Instant::now() + RELEASE_RETRIES_FOR;
+            match release_retrying(&*backend, &key, &token, until).await {
                 Ok(true) => {
                     tracing::debug!(target: "dlock", key = &*key, backend = name, fence, "lock released (guard dropped)")
                 }
@@ -235,5 +236,31 @@ impl Drop for LockGuard {
                 }
             }
         });
+    }
+}
+
+/// How long a background release (a dropped guard's) keeps trying through errors: about the
+/// default watchdog lease, after which the lease has run out on the server anyway.
+const RELEASE_RETRIES_FOR: Duration = Duration::from_secs(30);
+
+/// A token-checked release, tried again (50 ms, doubling to 1 s) after errors until `until`: a
+/// release that fails while the server fails over or reconnects would otherwise leave the lock
+/// held, by nobody, until its lease runs out.
+pub(crate) async fn release_retrying(
+    backend: &dyn Backend,
+    key: &str,
+    token: &str,
+    until: Instant,
+) -> crate::Result<bool> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match backend.release(key, token).await {
+            Err(e) if Instant::now() + pause < until => {
+                tracing::debug!(target: "dlock", key, backend = backend.name(), error = %e, "a background release failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            done => return done,
+        }
     }
 }

@@ -16,8 +16,9 @@ use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
-const SCHEMES: &str = "memory://, redis://, rediss://, redlock://, redlocks://, mysql://, \
-                       mariadb://, postgres://, postgresql://, zookeeper://, etcd://, etcds://";
+const SCHEMES: &str = "memory://, redis://, rediss://, redis+sentinel://, rediss+sentinel://, \
+                       redlock://, redlocks://, mysql://, mariadb://, postgres://, postgresql://, \
+                       zookeeper://, etcd://, etcds://";
 
 /// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
 ///
@@ -337,8 +338,14 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
         "redis" | "rediss" => Ok(Arc::new(
             crate::backend::redis::RedisBackend::connect(url).await?,
         )),
+        #[cfg(feature = "redis")]
+        "redis+sentinel" | "rediss+sentinel" => Ok(Arc::new(
+            crate::backend::redis::sentinel::SentinelBackend::connect(url).await?,
+        )),
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" => Err(not_compiled(url, "redis")),
+        "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {
+            Err(not_compiled(url, "redis"))
+        }
         #[cfg(feature = "redlock")]
         "redlock" | "redlocks" => Ok(Arc::new(
             crate::backend::redlock::RedlockBackend::connect(url).await?,

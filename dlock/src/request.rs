@@ -148,6 +148,7 @@ impl LockRequest {
             key: key.clone(),
             token: token.clone(),
             shared: shared.clone(),
+            lease: spec.ttl,
         };
         let grant = backend.acquire(&key, &token, spec.ttl, deadline).await?;
         let waited = started.elapsed();
@@ -233,6 +234,8 @@ struct ReleaseOnDrop {
     key: Arc<str>,
     token: Arc<str>,
     shared: Arc<Shared>,
+    /// The lease asked for: retrying the release longer is pointless.
+    lease: Duration,
 }
 
 impl Drop for ReleaseOnDrop {
@@ -242,9 +245,10 @@ impl Drop for ReleaseOnDrop {
         };
         let (key, token) = (self.key.clone(), self.token.clone());
         let pending = self.shared.background_release();
+        let until = Instant::now() + self.lease;
         runtime::spawn_background(async move {
             let _pending = pending;
-            if let Ok(true) = backend.release(&key, &token).await {
+            if let Ok(true) = crate::guard::release_retrying(&*backend, &key, &token, until).await {
                 tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), "released a lock whose acquire was cancelled");
             }
         });

@@ -21,6 +21,7 @@ pub(crate) struct TlsParams {
 }
 
 /// The files [`TlsParams`] name, read. Deliberately no `Debug`: it holds a private key.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) struct TlsFiles {
     pub ca: Option<Vec<u8>>,
     /// (certificate, key)

@@ -76,6 +76,8 @@
 //! ends, and under `allkeys-*` a fence counter, so fences would start again from 1. A server
 //! whose `CONFIG` is not readable is accepted with a warning.
 
+pub mod sentinel;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -121,13 +123,13 @@ local f = math.max(tonumber(stored or '0') + 1, now)";
 
 /// Acquire: `SET lock token NX PX ttl`; when won, the fence by [`FENCE_RULE`]. Returns
 /// `{1, fence, counter_was_missing}`, `{0, 0, 0}` when busy, `{-1, fence, 0}` when the fence
-/// would not be above `ARGV[3]` (the lock is then given back). With `ARGV[4] == '1'` (a queued
-/// waiter) a key already holding `ARGV[1]` (an unannounced hand-off) counts as won: its lease is
-/// set afresh and the fence the hand-off drew is returned.
+/// would not be above `ARGV[3]` (the lock is then given back). A key already holding `ARGV[1]`
+/// (this acquisition's own token: an unannounced hand-off, or an earlier try of this acquire
+/// whose answer was lost) counts as won: its lease is set afresh and the fence it drew returned.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[4] == '1' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {{1, tonumber(redis.call('GET', KEYS[2]) or '0'), 0}}
   end
@@ -346,6 +348,17 @@ impl RedisBackend {
         })
     }
 
+    /// The highest fence this backend handed out (for a backend that replaces it after a
+    /// failover, so its fence check goes on from there).
+    pub(crate) fn highest_fence(&self) -> u64 {
+        self.highest_fence.load(Ordering::Acquire)
+    }
+
+    /// Raises the highest fence seen to at least `fence`.
+    pub(crate) fn raise_highest_fence(&self, fence: u64) {
+        self.highest_fence.fetch_max(fence, Ordering::AcqRel);
+    }
+
     /// Acquire attempts made so far by this backend (for benchmarks and tests: with a release
     /// notice waking one local waiter, it stays close to one attempt per acquisition).
     #[doc(hidden)]
@@ -355,17 +368,17 @@ impl RedisBackend {
 
     /// One acquire attempt: the fence and when the lease started when won, `None` when busy.
     ///
-    /// One round trip, the [`ACQUIRE`] script. A queued waiter (`queued`) also counts a key that
-    /// already holds its own token as won: a release may have handed it the lock although the
-    /// waiter never heard so (the releaser's reply was lost, or its future dropped after the
-    /// script was sent); the script then sets the lease afresh, token-checked, so the client's
-    /// deadline never outlasts the server's, and returns the fence the hand-off drew.
+    /// One round trip, the [`ACQUIRE`] script. A key that already holds this acquisition's
+    /// token counts as won: a release may have handed it the lock although the waiter never
+    /// heard so (the releaser's reply was lost, or its future dropped after the script was
+    /// sent), or an earlier try of this acquire was granted and its answer lost (a failover
+    /// retried on the new primary); the script then sets the lease afresh, token-checked, so
+    /// the client's deadline never outlasts the server's, and returns the fence drawn then.
     async fn attempt(
         &self,
         keys: &RedisKeys,
         token: &str,
         ttl: Duration,
-        queued: bool,
     ) -> Result<Option<(u64, Instant)>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut con = self.commands.clone();
@@ -377,7 +390,6 @@ impl RedisBackend {
             .arg(token)
             .arg(ttl_ms(ttl))
             .arg(seen)
-            .arg(u8::from(queued))
             .invoke_async(&mut con)
             .await
             .map_err(backend_err)?;
@@ -1105,7 +1117,7 @@ impl Backend for RedisBackend {
             // them, so a release hands the lock to the front waiter instead of racing it.
             if one_attempt || !self.notices.has_waiters(&keys.channel) {
                 if let Some((fence, sent_at)) =
-                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl, false)).await?
+                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
                 {
                     return Ok(Some(Grant::new(Some(fence), sent_at)));
                 }
@@ -1148,7 +1160,7 @@ impl Backend for RedisBackend {
                     // Consume a wake-up before attempting: the attempt answers it.
                     waiter.pending.store(false, Ordering::Release);
                     if let Some((fence, sent_at)) =
-                        within_wait(NAME, deadline, self.attempt(&keys, token, ttl, true)).await?
+                        within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
                     {
                         place.acquired = true;
                         return Ok(Some(Grant::new(Some(fence), sent_at)));
