@@ -114,10 +114,13 @@ async fn contend_through(
         );
         joins.push(tokio::spawn(async move {
             while Instant::now() < until {
+                let asked = Instant::now();
                 let guard = match locker.lock(key.as_str()).wait(30 * SECOND).await {
                     Ok(guard) => guard,
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::SeqCst);
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::SeqCst) < 20 {
+                            eprintln!("task {i}: acquire failed after {:?}: {e}", asked.elapsed());
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -167,15 +170,22 @@ async fn contend_through(
         .max()
         .unwrap_or_default();
     let after = sections.iter().filter(|s| s.1 > killed_at).count();
+    // The outage also counts from the kill to the first critical section after it.
+    let outage_from_kill = sections
+        .iter()
+        .find(|s| s.1 > killed_at)
+        .map(|s| s.1 - killed_at)
+        .unwrap_or(run_for);
+    // Available again: not one lucky section, a stream of them.
     assert!(
-        after > 0,
-        "no critical section after the kill ({} before)",
+        after >= 10,
+        "{after} critical sections after the kill ({} in all)",
         sections.len()
     );
     Report {
         sections: sections.len() as u64,
         errors: errors.load(Ordering::SeqCst),
-        outage,
+        outage: outage.max(outage_from_kill),
     }
 }
 
@@ -583,7 +593,9 @@ async fn sentinel_failover_with_replicas_keeps_every_lock_and_fence() {
         &[a.clone(), b.clone()],
         &support::unique("sentinel"),
         4,
-        12 * SECOND,
+        // Longer than the others: when the Sentinels' first vote splits, they try again after
+        // twice the failover timeout (6 s).
+        20 * SECOND,
         3 * SECOND,
         move || drop(killer.lock().unwrap().primary.take()),
     )
@@ -601,4 +613,177 @@ async fn sentinel_failover_with_replicas_keeps_every_lock_and_fence() {
     tokio::time::sleep(2 * SECOND).await;
     assert!(held.is_held(), "the lock held across the failover was lost");
     held.release().await.expect("release on the new primary");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Cluster: 3 primaries with 2 replicas each (with `?replicas=1` a promoted replica still
+// needs a replica of its own to confirm grants)
+
+struct RedisCluster {
+    nodes: Vec<Option<support::RedisServer>>,
+    ports: Vec<u16>,
+}
+
+impl RedisCluster {
+    fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..9 {
+            let port = support::free_port();
+            let node = support::RedisServer::start_with(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    "1000",
+                ],
+            );
+            ports.push(port);
+            nodes.push(Some(node));
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        create.args(["--cluster-replicas", "2", "--cluster-yes"]);
+        let out = create.output().expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes, ports };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (60 s at most) until every node says `cluster_state:ok` and every replica has
+    /// synchronized with its primary (so `?replicas=1` can be confirmed).
+    fn wait_until_ok(&self) {
+        let until = Instant::now() + 60 * SECOND;
+        for port in &self.ports {
+            loop {
+                let ok = Self::cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok");
+                let replication = Self::cli(*port, &["INFO", "replication"]);
+                let synced = replication.contains("role:master")
+                    || replication.contains("master_link_status:up");
+                if ok && synced {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "the Redis Cluster never became ok: {replication}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The port of the primary serving `key`'s slot.
+    fn primary_of(&self, key: &str) -> u16 {
+        let slot: u16 = Self::cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        let nodes = Self::cli(self.ports[0], &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            for range in &fields[8..] {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
+                    if (lo..=hi).contains(&slot) {
+                        return port;
+                    }
+                }
+            }
+        }
+        panic!("no primary serves slot {slot}: {nodes}");
+    }
+
+    fn kill(&mut self, port: u16) {
+        if let Some(i) = self.ports.iter().position(|p| *p == port) {
+            drop(self.nodes[i].take());
+        }
+    }
+}
+
+/// Issue 14: a Redis Cluster of 3 primaries and 6 replicas. Keys spread over every primary's
+/// slots lock exclusively with waiting by sharded notices; then, with `?replicas=1`, the
+/// primary serving a contended key is SIGKILLed: its replica takes over, the cluster client
+/// follows, and no lock or fence is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_locks_across_slots_and_survives_a_primary_failover() {
+    let cluster = RedisCluster::start();
+    let seeds: Vec<String> = cluster.ports[..3]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let url = format!(
+        "redis+cluster://{}?replicas=1&restart_delay=0",
+        seeds.join(",")
+    );
+    let a = support::connect("Redis Cluster", &url).await;
+    let b = support::connect("Redis Cluster", &url).await;
+    // Keys on every primary: contention on each, waiting by sharded pub/sub.
+    let mut primaries = std::collections::HashSet::new();
+    let mut keys = Vec::new();
+    for i in 0.. {
+        let key = support::unique(&format!("slot{i}"));
+        // The lock's Redis key is `dlock:{<key>}`: its slot is the key's.
+        if primaries.insert(cluster.primary_of(&key)) {
+            keys.push(key);
+        }
+        if primaries.len() == 3 {
+            break;
+        }
+        assert!(i < 1000, "keys never reached every primary");
+    }
+    for key in &keys {
+        support::contend(&[a.clone(), b.clone()], key, 4, 10).await;
+    }
+    // The failover.
+    let key = support::unique("failover");
+    let victim = cluster.primary_of(&key);
+    let cluster = Arc::new(Mutex::new(cluster));
+    let killer = cluster.clone();
+    let report = contend_through(
+        &[a.clone(), b.clone()],
+        &key,
+        4,
+        12 * SECOND,
+        3 * SECOND,
+        move || killer.lock().unwrap().kill(victim),
+    )
+    .await;
+    eprintln!(
+        "Redis Cluster (replicas=1), the key's primary killed: {} critical sections, {} retried \
+         errors, longest outage {:?}",
+        report.sections, report.errors, report.outage
+    );
+    // The node timeout is 1 s; the replica takes over a second or two later, and the cluster
+    // client finds it on its next refresh. Generous for a loaded 2-core machine.
+    assert!(report.outage < 20 * SECOND, "outage {:?}", report.outage);
 }

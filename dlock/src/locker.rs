@@ -16,9 +16,9 @@ use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
 
 /// The URL schemes [`Locker::connect`] accepts, for error messages.
-const SCHEMES: &str = "memory://, redis://, rediss://, redis+sentinel://, rediss+sentinel://, \
-                       redlock://, redlocks://, mysql://, mariadb://, postgres://, postgresql://, \
-                       zookeeper://, etcd://, etcds://";
+const SCHEMES: &str = "memory://, redis://, rediss://, redis+cluster://, rediss+cluster://, \
+                       redis+sentinel://, rediss+sentinel://, redlock://, redlocks://, mysql://, \
+                       mariadb://, postgres://, postgresql://, zookeeper://, etcd://, etcds://";
 
 /// A handle on one lock service; cheap to clone (an `Arc`). The URL scheme picks the backend.
 ///
@@ -335,7 +335,7 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
     match scheme.as_str() {
         "memory" => Ok(Arc::new(MemoryBackend::new())),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Arc::new(
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
             crate::backend::redis::RedisBackend::connect(url).await?,
         )),
         #[cfg(feature = "redis")]
@@ -343,9 +343,8 @@ pub(crate) async fn open_backend(url: &str) -> Result<Arc<dyn Backend>> {
             crate::backend::redis::sentinel::SentinelBackend::connect(url).await?,
         )),
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {
-            Err(not_compiled(url, "redis"))
-        }
+        "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" | "redis+cluster"
+        | "rediss+cluster" => Err(not_compiled(url, "redis")),
         #[cfg(feature = "redlock")]
         "redlock" | "redlocks" => Ok(Arc::new(
             crate::backend::redlock::RedlockBackend::connect(url).await?,

@@ -112,6 +112,19 @@ return 0",
     )
 });
 
+/// [`RELEASE`] for a Redis Cluster: the notice is sharded (`SPUBLISH`), published on the node
+/// that holds the key (the channel shares the key's hash tag) to that shard's subscribers.
+pub(crate) static RELEASE_SHARDED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SPUBLISH', ARGV[2], '1')
+  return 1
+end
+return 0",
+    )
+});
+
 /// The fence rule every grant follows: `max(counter + 1, server time in µs)`, stored back as the
 /// counter (see the module docs, "Fences"). `ARGV[h]` is the highest fence the client has seen:
 /// a fence not above it is refused (`-1`).
@@ -240,8 +253,8 @@ impl RedisKeys {
 /// The Redis [`Backend`]. Made by [`Locker::connect`](crate::Locker::connect) for `redis://`
 /// and `rediss://` URLs.
 pub struct RedisBackend {
-    client: redis::Client,
-    commands: ConnectionManager,
+    target: Target,
+    commands: Conn,
     notices: Arc<Notices>,
     /// The highest fence this backend has handed out: a re-seeded counter must start above it.
     highest_fence: AtomicU64,
@@ -261,9 +274,96 @@ pub struct RedisBackend {
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBackend")
-            .field("server", &self.client.get_connection_info().addr())
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("RedisBackend");
+        match &self.target {
+            Target::Single(client) => d.field("server", &client.get_connection_info().addr()),
+            Target::Cluster { seeds, .. } => d.field("cluster", seeds),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+/// What a backend connects to.
+enum Target {
+    Single(redis::Client),
+    /// A Redis Cluster: the seed nodes (`host:port`, for `Debug`), and how to build a client
+    /// (for the notice connection, which needs RESP3 and a push sender of its own).
+    Cluster {
+        seeds: Vec<String>,
+        builder: Arc<dyn Fn() -> redis::cluster::ClusterClientBuilder + Send + Sync>,
+    },
+}
+
+/// The command (or notice) connection: one server, or a Redis Cluster, where each key's
+/// commands go to the primary of its slot (the keys of one lock share a hash tag, one slot).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// `cmd` on the server, or in a cluster on the primary serving `key` (for commands that
+    /// name no key: `WAIT` must follow the grant to its node, `INFO` must describe that node).
+    async fn on_node_of<T: redis::FromRedisValue>(
+        &mut self,
+        key: &[u8],
+        cmd: redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                let value = c.route_command(cmd, route).await?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
+    }
+
+    /// `SUBSCRIBE` (`SSUBSCRIBE` in a cluster: the release script's notice is sharded there).
+    async fn subscribe(&mut self, channel: &[u8]) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(c) => c.subscribe(channel).await,
+            Conn::Cluster(c) => c.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &[u8]) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(c) => c.unsubscribe(channel).await,
+            Conn::Cluster(c) => c.sunsubscribe(channel).await,
+        }
     }
 }
 
@@ -304,6 +404,12 @@ impl RedisBackend {
         };
         let (url_for_client, tls) = TlsParams::take(&url_for_client)?;
         let tls = tls_files(url, &tls).await?;
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if scheme.eq_ignore_ascii_case("redis+cluster")
+            || scheme.eq_ignore_ascii_case("rediss+cluster")
+        {
+            return Self::connect_cluster(url, &url_for_client, tls, replicas, restart_delay).await;
+        }
         let client = open_client(&url_for_client, tls.as_ref()).map_err(|e| Error::InvalidUrl {
             url: mask_password(url),
             reason: format!("{e}; expected redis://[user:pass@]host:port[/db] (rediss:// for TLS)"),
@@ -333,9 +439,19 @@ impl RedisBackend {
                 )));
             }
         };
-        refuse_evicting_server(&mut commands.clone(), url).await?;
-        Ok(RedisBackend {
-            client,
+        let mut commands = Conn::Single(commands);
+        refuse_evicting_server(&mut commands, url).await?;
+        Ok(Self::with(
+            Target::Single(client),
+            commands,
+            replicas,
+            restart_delay,
+        ))
+    }
+
+    fn with(target: Target, commands: Conn, replicas: u32, restart_delay: Duration) -> Self {
+        RedisBackend {
+            target,
             commands,
             notices: Arc::new(Notices::default()),
             highest_fence: AtomicU64::new(0),
@@ -345,7 +461,113 @@ impl RedisBackend {
             delayed: AtomicBool::new(false),
             pubsub: OnceCell::new(),
             attempts: AtomicU64::new(0),
-        })
+        }
+    }
+
+    /// Connects to a Redis Cluster through its seed nodes (`redis+cluster://`): the cluster
+    /// client finds every primary, follows `MOVED`/`ASK` and a failed-over primary.
+    async fn connect_cluster(
+        url: &str,
+        url_for_client: &str,
+        tls: Option<TlsFiles>,
+        replicas: u32,
+        restart_delay: Duration,
+    ) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!(
+                "{reason}; expected redis+cluster://[user:password@]host:port[,host:port...]"
+            ),
+        };
+        let rest = url_for_client.split_once("://").map_or("", |(_, r)| r);
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !query.is_empty() {
+            return Err(bad(format!(
+                "unknown parameter(s) `{query}` (a cluster takes `replicas`, `restart_delay` and \
+                 the `tls_*` ones)"
+            )));
+        }
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(bad(
+                "a cluster has no database number (it has only database 0)".into(),
+            ));
+        }
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((user, hosts)) => (format!("{user}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let seeds: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if seeds.is_empty() {
+            return Err(bad("no seed node".into()));
+        }
+        let scheme = if tls.is_some() { "rediss" } else { "redis" };
+        let nodes: Vec<String> = seeds
+            .iter()
+            .map(|h| format!("{scheme}://{userinfo}{h}"))
+            .collect();
+        for node in &nodes {
+            redis::Client::open(node.as_str())
+                .map_err(|e| bad(format!("seed `{}`: {e}", mask_password(node))))?;
+        }
+        #[cfg(feature = "tls")]
+        let certs = tls
+            .filter(|f| f.ca.is_some() || f.identity.is_some())
+            .map(|files| (files.ca, files.identity));
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
+        let builder = move || {
+            let builder = redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT);
+            #[cfg(feature = "tls")]
+            if let Some((ca, identity)) = &certs {
+                return builder.certs(redis::TlsCertificates {
+                    client_tls: identity.clone().map(|(client_cert, client_key)| {
+                        redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: ca.clone(),
+                });
+            }
+            builder
+        };
+        let client = builder().build().map_err(|e| bad(e.to_string()))?;
+        let commands =
+            match tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_connection()).await {
+                Ok(Ok(commands)) => commands,
+                Ok(Err(e)) => return Err(connect_error(url, &e)),
+                Err(_) => {
+                    return Err(backend_err(format!(
+                        "connect to the cluster {} timed out; {}",
+                        mask_password(url),
+                        super::diagnose(&seeds.join(","), "Redis").await
+                    )))
+                }
+            };
+        let mut commands = Conn::Cluster(commands);
+        refuse_evicting_server(&mut commands, url).await?;
+        let target = Target::Cluster {
+            seeds,
+            builder: Arc::new(builder),
+        };
+        Ok(Self::with(target, commands, replicas, restart_delay))
+    }
+
+    /// The release script for this server: a cluster's notice is sharded (`SPUBLISH`), so it
+    /// reaches only the subscribers of the key's shard.
+    fn release_script(&self) -> &'static Script {
+        match self.commands {
+            Conn::Single(_) => &RELEASE,
+            Conn::Cluster(_) => &RELEASE_SHARDED,
+        }
     }
 
     /// The highest fence this backend handed out (for a backend that replaces it after a
@@ -409,7 +631,7 @@ impl RedisBackend {
         // from before the restart may still be inside its lease. Give the grant back; and so
         // for every key while that delay lasts (this grant stored the key's counter again).
         let delayed = self.grants_wait().is_some()
-            || (counter_was_missing == 1 && self.restarted_recently().await?);
+            || (counter_was_missing == 1 && self.restarted_recently(keys).await?);
         if delayed {
             // The counter goes too, so the next grant (from any process) finds the state lost
             // and checks the restart as well; fences stay above it (at least the clock).
@@ -432,7 +654,7 @@ impl RedisBackend {
     /// Whether the server has been up for less than `restart_delay` (asked with `INFO server`
     /// only on the rare path where a key's state was found lost); records until when grants
     /// wait.
-    async fn restarted_recently(&self) -> Result<bool> {
+    async fn restarted_recently(&self, keys: &RedisKeys) -> Result<bool> {
         if self.restart_delay.is_zero() {
             return Ok(false);
         }
@@ -440,11 +662,9 @@ impl RedisBackend {
             return Ok(true);
         }
         let mut con = self.commands.clone();
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut con)
-            .await
-            .map_err(backend_err)?;
+        let mut ask = redis::cmd("INFO");
+        ask.arg("server");
+        let info: String = con.on_node_of(&keys.lock, ask).await.map_err(backend_err)?;
         let uptime = info
             .lines()
             .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
@@ -484,15 +704,16 @@ impl RedisBackend {
     /// With `?replicas=N`: whether N replicas have every write this connection made so far
     /// (`WAIT N`, for at most a quarter of the lease `ttl` and [`REPLICA_WAIT`]: a grant
     /// confirmed late would come back with little of its lease left). Always true without it.
-    async fn replicated(&self, ttl: Duration) -> Result<bool> {
+    async fn replicated(&self, keys: &RedisKeys, ttl: Duration) -> Result<bool> {
         if self.replicas == 0 {
             return Ok(true);
         }
         let mut con = self.commands.clone();
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(self.replicas)
-            .arg(replica_wait(ttl).as_millis().max(1) as u64)
-            .query_async(&mut con)
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas)
+            .arg(replica_wait(ttl).as_millis().max(1) as u64);
+        let acked: i64 = con
+            .on_node_of(&keys.lock, wait)
             .await
             .map_err(backend_err)?;
         Ok(acked >= i64::from(self.replicas))
@@ -501,11 +722,12 @@ impl RedisBackend {
     /// A grant that the replicas did not confirm is withdrawn (token-checked release) and the
     /// acquire fails: a failover could otherwise lose it.
     async fn replicated_or_undo(&self, keys: &RedisKeys, token: &str, ttl: Duration) -> Result<()> {
-        if self.replicated(ttl).await? {
+        if self.replicated(keys, ttl).await? {
             return Ok(());
         }
         let mut con = self.commands.clone();
-        let _: i64 = RELEASE
+        let _: i64 = self
+            .release_script()
             .key(&keys.lock)
             .arg(token)
             .arg(&keys.channel)
@@ -533,14 +755,15 @@ impl RedisBackend {
             }
             *state = Handoff::Abandoned;
         }
-        let (mut con, lock, channel, token) = (
+        let (mut con, lock, channel, token, release) = (
             self.commands.clone(),
             keys.lock.clone(),
             keys.channel.clone(),
             waiter.token.clone(),
+            self.release_script(),
         );
         crate::runtime::spawn_background(async move {
-            let undo: redis::RedisResult<i64> = RELEASE
+            let undo: redis::RedisResult<i64> = release
                 .key(&lock)
                 .arg(&token)
                 .arg(&channel)
@@ -571,15 +794,37 @@ impl RedisBackend {
         let notices = self
             .pubsub
             .get_or_try_init(|| async {
-                let info = self.client.get_connection_info().clone();
-                let settings = info
-                    .redis_settings()
-                    .clone()
-                    .set_protocol(redis::ProtocolVersion::RESP3);
-                let client =
-                    redis::Client::open(info.set_redis_settings(settings)).map_err(backend_err)?;
-                let con = open_notice_connection(&client, &self.notices).await?;
+                let (client, con) = match &self.target {
+                    Target::Single(client) => {
+                        let info = client.get_connection_info().clone();
+                        let settings = info
+                            .redis_settings()
+                            .clone()
+                            .set_protocol(redis::ProtocolVersion::RESP3);
+                        let client = redis::Client::open(info.set_redis_settings(settings))
+                            .map_err(backend_err)?;
+                        let con = open_notice_connection(&client, &self.notices).await?;
+                        (Some(client), Conn::Single(con))
+                    }
+                    Target::Cluster { builder, .. } => {
+                        let notices = Arc::downgrade(&self.notices);
+                        let client = builder()
+                            .use_protocol(redis::ProtocolVersion::RESP3)
+                            .push_sender(move |push: PushInfo| on_push(&notices, push))
+                            .build()
+                            .map_err(backend_err)?;
+                        let con = tokio::time::timeout(
+                            CONNECT_TIMEOUT * 2,
+                            client.get_async_connection(),
+                        )
+                        .await
+                        .map_err(|_| backend_err("the cluster notice connection timed out"))?
+                        .map_err(backend_err)?;
+                        (None, Conn::Cluster(con))
+                    }
+                };
                 let notices = Arc::new(NoticeConnection {
+                    supervised: client.is_some(),
                     client,
                     notices: Arc::downgrade(&self.notices),
                     state: tokio::sync::Mutex::new(PubSub {
@@ -587,7 +832,9 @@ impl RedisBackend {
                         subscribed: HashSet::new(),
                     }),
                 });
-                crate::runtime::spawn_background(supervise(Arc::downgrade(&notices)));
+                if notices.supervised {
+                    crate::runtime::spawn_background(supervise(Arc::downgrade(&notices)));
+                }
                 Ok::<_, Error>(notices)
             })
             .await?;
@@ -629,8 +876,11 @@ const NOTICE_CHECK: Duration = Duration::from_secs(1);
 
 /// The pub/sub connection of one backend and what it listens on.
 struct NoticeConnection {
-    /// RESP3 client for the same server.
-    client: redis::Client,
+    /// RESP3 client for the same server, to replace a connection that stopped answering (a
+    /// cluster's client replaces its node connections and subscriptions itself: `None`).
+    client: Option<redis::Client>,
+    /// Whether [`supervise`] watches it (single servers).
+    supervised: bool,
     notices: Weak<Notices>,
     state: tokio::sync::Mutex<PubSub>,
 }
@@ -674,15 +924,15 @@ async fn supervise(connection: Weak<NoticeConnection>) {
             continue;
         }
         tracing::debug!(target: "dlock", backend = NAME, "the notice connection does not answer; reconnecting");
-        let Ok(Ok(fresh)) = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            open_notice_connection(&connection.client, &notices),
-        )
-        .await
+        let Some(client) = &connection.client else {
+            continue;
+        };
+        let Ok(Ok(fresh)) =
+            tokio::time::timeout(CONNECT_TIMEOUT, open_notice_connection(client, &notices)).await
         else {
             continue; // the server is still away: try again at the next check
         };
-        state.con = fresh;
+        state.con = Conn::Single(fresh);
         state.subscribed.clear();
         let channels: Vec<Vec<u8>> = notices.queues().keys().cloned().collect();
         for channel in channels {
@@ -701,7 +951,9 @@ async fn supervise(connection: Weak<NoticeConnection>) {
 /// feature. Reads the files the parameters name.
 pub(crate) async fn tls_files(url: &str, tls: &TlsParams) -> Result<Option<TlsFiles>> {
     let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    let wants = scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("redlocks");
+    let wants = ["rediss", "redlocks", "rediss+cluster"]
+        .iter()
+        .any(|tls| scheme.eq_ignore_ascii_case(tls));
     if tls.any() && !wants {
         return Err(Error::InvalidUrl {
             url: mask_password(url),
@@ -785,7 +1037,7 @@ fn connect_error(url: &str, e: &redis::RedisError) -> Error {
 /// counter (no TTL) can be evicted, so fences start again from 1. Without a `maxmemory` limit
 /// nothing is ever evicted, whatever the policy. A server that does not let us read its config
 /// (managed services often rename `CONFIG`) is accepted with a warning.
-async fn refuse_evicting_server(con: &mut ConnectionManager, url: &str) -> Result<()> {
+async fn refuse_evicting_server(con: &mut Conn, url: &str) -> Result<()> {
     let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory*")
@@ -824,7 +1076,7 @@ async fn refuse_evicting_server(con: &mut ConnectionManager, url: &str) -> Resul
 
 /// The pub/sub connection and the channels it listens on.
 struct PubSub {
-    con: ConnectionManager,
+    con: Conn,
     subscribed: HashSet<Vec<u8>>,
 }
 
@@ -864,7 +1116,7 @@ fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), (
         return Err(());
     };
     match push.kind {
-        PushKind::Message => {
+        PushKind::Message | PushKind::SMessage => {
             if let Some(Value::BulkString(channel)) = push.data.first() {
                 notices.wake_front(channel);
             }
@@ -1251,8 +1503,9 @@ impl Backend for RedisBackend {
                 if let Some(f) = granted {
                     self.highest_fence.fetch_max(f, Ordering::AcqRel);
                     // Not confirmed by the replicas: withdrawn; the waiter tries again.
-                    if !self.replicated(waiter.ttl).await? {
-                        let _: i64 = RELEASE
+                    if !self.replicated(&keys, waiter.ttl).await? {
+                        let _: i64 = self
+                            .release_script()
                             .key(&keys.lock)
                             .arg(&waiter.token)
                             .arg(&keys.channel)
@@ -1267,7 +1520,8 @@ impl Backend for RedisBackend {
                     // The waiter's acquire was dropped while the lock was on its way: give the
                     // lock up for it (its own cancel-release may have run before the hand-off).
                     if granted.is_some() {
-                        let _: i64 = RELEASE
+                        let _: i64 = self
+                            .release_script()
                             .key(&keys.lock)
                             .arg(&waiter.token)
                             .arg(&keys.channel)
@@ -1280,7 +1534,8 @@ impl Backend for RedisBackend {
                 }
                 return Ok(granted.is_some());
             }
-            let released: i64 = RELEASE
+            let released: i64 = self
+                .release_script()
                 .key(&keys.lock)
                 .arg(token)
                 .arg(&keys.channel)
@@ -1307,7 +1562,7 @@ impl Backend for RedisBackend {
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend_err)?;
-            if extended == 1 && !self.replicated(ttl).await? {
+            if extended == 1 && !self.replicated(&keys, ttl).await? {
                 return Err(backend_err(format!(
                     "fewer than {} replica(s) confirmed the renewal within {:?}",
                     self.replicas,
