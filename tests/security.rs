@@ -11,11 +11,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dlock::{Error, Locker};
+use support::Process;
 
 const SECOND: Duration = Duration::from_secs(1);
 /// The password of every account these tests make; searched for in every error and log line.
@@ -211,66 +212,6 @@ async fn exclusive_over(server: &str, url: &str) {
     );
 }
 
-/// A server process of a test, killed (by pid) and its directory removed on drop; its output
-/// goes to `log.txt` in that directory and is shown when it does not come up.
-struct Private {
-    what: String,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Private {
-    fn spawn(what: &str, command: &mut Command, dir: PathBuf) -> Private {
-        let log = std::fs::File::create(dir.join("log.txt")).expect("log file");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what} ({e}); run `scripts/services.sh up`"));
-        Private {
-            what: what.to_owned(),
-            child,
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log.txt")).unwrap_or_default()
-    }
-
-    /// Waits (20 s at most) until something listens on `port`.
-    fn wait_for_port(&self, port: u16) {
-        let until = Instant::now() + 20 * SECOND;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < until,
-                "{} did not listen on {port}; its output:\n{}",
-                self.what,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn private_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "dlock-sec-{what}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 fn run(what: &str, command: &mut Command) -> String {
     let out = command
         .output()
@@ -315,10 +256,10 @@ const REDIS_ACL: &[&str] = &[
 
 /// A TLS-only `redis-server` asking clients for a certificate, with `default` off, an `admin`
 /// and dlock's least-privilege user `dlock`.
-fn redis_tls() -> (Private, u16) {
+fn redis_tls() -> (Process, u16) {
     let c = certs();
     let port = support::free_port();
-    let dir = private_dir("redis");
+    let dir = support::temp_dir("redis");
     let password = format!(">{PASSWORD}");
     let mut dlock_user = vec!["--user", "dlock"];
     dlock_user.extend_from_slice(REDIS_ACL);
@@ -343,7 +284,7 @@ fn redis_tls() -> (Private, u16) {
         .args(["--user", "default", "off"])
         .args(["--user", "admin", "on", ">admin-pw", "~*", "&*", "+@all"])
         .args(&dlock_user);
-    let server = Private::spawn("redis-server (TLS)", &mut command, dir);
+    let server = Process::spawn("redis-server (TLS)", &mut command, dir);
     server.wait_for_port(port);
     (server, port)
 }
@@ -464,7 +405,7 @@ async fn redis_over_tls_with_least_privilege() {
 /// A private MariaDB with TLS (`mariadb-install-db` into a temporary directory, `mariadbd` on a
 /// free port); administered as root over its unix socket.
 struct Mariadb {
-    _server: Private,
+    _server: Process,
     port: u16,
     socket: PathBuf,
 }
@@ -472,7 +413,7 @@ struct Mariadb {
 impl Mariadb {
     fn start() -> Mariadb {
         let c = certs();
-        let dir = private_dir("mariadb");
+        let dir = support::temp_dir("mariadb");
         let port = support::free_port();
         let data = dir.join("data");
         run(
@@ -495,7 +436,7 @@ impl Mariadb {
             .arg(format!("--ssl-cert={}", c.path("server.crt")))
             .arg(format!("--ssl-key={}", c.path("server.key")))
             .arg(format!("--ssl-ca={}", c.path("ca.crt")));
-        let server = Private::spawn("mariadbd (TLS)", &mut command, dir);
+        let server = Process::spawn("mariadbd (TLS)", &mut command, dir);
         server.wait_for_port(port);
         Mariadb {
             _server: server,
@@ -608,7 +549,7 @@ impl Postgres {
     /// `tls: false`: a cluster without TLS at all, trusting every local TCP client.
     fn start_with(tls: bool) -> Postgres {
         let c = certs();
-        let dir = private_dir("postgres");
+        let dir = support::temp_dir("postgres");
         let port = support::free_port();
         run("chown", Command::new("chown").arg("postgres").arg(&dir));
         let data = dir.join("data");
@@ -772,9 +713,9 @@ async fn postgres_over_tls_with_least_privilege() {
 
 /// A private etcd serving clients over TLS only, asking for a client certificate; its auth
 /// tokens expire after `token_ttl` seconds of disuse.
-fn etcd_tls(token_ttl: u32) -> (Private, u16) {
+fn etcd_tls(token_ttl: u32) -> (Process, u16) {
     let c = certs();
-    let dir = private_dir("etcd");
+    let dir = support::temp_dir("etcd");
     let (port, peer) = (support::free_port(), support::free_port());
     let client_url = format!("https://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -793,7 +734,7 @@ fn etcd_tls(token_ttl: u32) -> (Private, u16) {
         .args(["--trusted-ca-file", &c.path("ca.crt")])
         .arg("--client-cert-auth")
         .args(["--auth-token-ttl", &token_ttl.to_string()]);
-    let server = Private::spawn("etcd (TLS)", &mut command, dir);
+    let server = Process::spawn("etcd (TLS)", &mut command, dir);
     server.wait_for_port(port);
     (server, port)
 }
@@ -934,9 +875,9 @@ async fn etcd_over_tls_with_a_role_on_its_prefix_only() {
 
 /// A private ZooKeeper listening with TLS only (Netty; a PEM key store), taking a client
 /// certificate when one is offered.
-fn zookeeper_tls() -> (Private, u16) {
+fn zookeeper_tls() -> (Process, u16) {
     let c = certs();
-    let dir = private_dir("zookeeper");
+    let dir = support::temp_dir("zookeeper");
     let port = support::free_port();
     let config = dir.join("zoo.cfg");
     std::fs::write(
@@ -961,7 +902,7 @@ fn zookeeper_tls() -> (Private, u16) {
         .arg("/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/netty-codec.jar")
         .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
         .arg(&config);
-    let server = Private::spawn("ZooKeeper (TLS)", &mut command, dir);
+    let server = Process::spawn("ZooKeeper (TLS)", &mut command, dir);
     server.wait_for_port(port);
     (server, port)
 }

@@ -363,3 +363,74 @@ pub async fn in_another_task(request: dlock::LockRequest) -> dlock::Result<dlock
         .await
         .expect("lock task")
 }
+
+/// A server process a test started, killed (by pid) and its directory removed on drop; its
+/// output goes to `log.txt` in that directory, shown when it does not come up.
+pub struct Process {
+    what: String,
+    child: Option<Child>,
+    pub dir: std::path::PathBuf,
+}
+
+impl Process {
+    /// Starts `command` (its output to `dir/log.txt`); fails naming `what` and how to install it.
+    pub fn spawn(what: &str, command: &mut Command, dir: std::path::PathBuf) -> Process {
+        let log = std::fs::File::create(dir.join("log.txt")).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what} ({e}); run `scripts/services.sh up`"));
+        Process {
+            what: what.to_owned(),
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// What it printed, headed by what it is.
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("log.txt")).unwrap_or_default();
+        format!("{}:\n{log}", self.what)
+    }
+
+    /// Waits (20 s at most) until something listens on `port`.
+    pub fn wait_for_port(&self, port: u16) {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "nothing listens on {port}; {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh temporary directory for one server of a test.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dlock-{what}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -512,31 +512,15 @@ impl Backend for EtcdBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        Box::pin(async move {
-            self.logged_in().await?;
-            match self.acquire_inner(key, token, ttl, deadline).await {
-                // The token expired mid-way: once more, logged in again (the key made by the
-                // first try, if any, is found and kept: its path holds this token).
-                Err(_) if self.token_expired() => {
-                    self.logged_in().await?;
-                    self.acquire_inner(key, token, ttl, deadline).await
-                }
-                done => done,
-            }
-        })
+        // Again after an expired token or an election: the key made by an earlier try, if
+        // any, is found and kept (its path holds this token).
+        let until = deadline.unwrap_or_else(|| Instant::now() + UNREACHABLE_RETRY_FOR);
+        Box::pin(self.retrying(until, move || self.acquire_inner(key, token, ttl, deadline)))
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            self.logged_in().await?;
-            match self.release_inner(key, token).await {
-                Err(_) if self.token_expired() => {
-                    self.logged_in().await?;
-                    self.release_inner(key, token).await
-                }
-                done => done,
-            }
-        })
+        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        Box::pin(self.retrying(until, move || self.release_inner(key, token)))
     }
 
     fn extend<'a>(
@@ -545,16 +529,63 @@ impl Backend for EtcdBackend {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            self.logged_in().await?;
-            match self.extend_inner(key, token, ttl).await {
-                Err(_) if self.token_expired() => {
+        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        Box::pin(self.retrying(until, move || self.extend_inner(key, token, ttl)))
+    }
+}
+
+/// How long a request is tried again while the cluster cannot answer it (a member died, an
+/// election is on) when the caller gave no deadline: a few elections' worth.
+const UNREACHABLE_RETRY_FOR: Duration = Duration::from_secs(5);
+/// The pause between such tries.
+const UNREACHABLE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether `e` says the cluster could not answer now (the endpoint is gone, no leader, an
+/// election timed the request out), so the same request may well succeed a moment later.
+fn unreachable_now(e: &Error) -> bool {
+    let Error::Backend { source, .. } = e else {
+        return false;
+    };
+    match source.downcast_ref::<etcd_client::Error>() {
+        Some(etcd_client::Error::TransportError(_)) => true,
+        Some(etcd_client::Error::GRpcStatus(status)) => {
+            let code = format!("{:?}", status.code());
+            let message = status.message();
+            matches!(
+                code.as_str(),
+                "Unavailable" | "Unknown" | "DeadlineExceeded"
+            ) || message.contains("leader")
+                || message.contains("request timed out")
+        }
+        _ => false,
+    }
+}
+
+impl EtcdBackend {
+    /// `op`, logged in; again (logged in anew) after an expired auth token, and again every
+    /// 100 ms until `until` while the cluster cannot answer.
+    async fn retrying<T, F, Fut>(&self, until: Instant, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.logged_in().await?;
+        let mut relogged = false;
+        loop {
+            match op().await {
+                Err(_) if self.token_expired() && !relogged => {
+                    relogged = true;
                     self.logged_in().await?;
-                    self.extend_inner(key, token, ttl).await
                 }
-                done => done,
+                Err(e)
+                    if unreachable_now(&e) && Instant::now() + UNREACHABLE_RETRY_PAUSE < until =>
+                {
+                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "etcd cannot answer now; trying again");
+                    tokio::time::sleep(UNREACHABLE_RETRY_PAUSE).await;
+                }
+                done => return done,
             }
-        })
+        }
     }
 }
 

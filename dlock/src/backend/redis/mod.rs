@@ -101,29 +101,24 @@ const FALLBACK_MAX: Duration = Duration::from_secs(5);
 /// How often a waiter behind others checks whether it has become the front one.
 const FRONT_CHECK: Duration = Duration::from_millis(500);
 
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Token-checked release: `DEL` if the lock holds `ARGV[1]`, then a notice on `ARGV[2]` with
+/// `publish` (`PUBLISH`, or `SPUBLISH` in a cluster).
+fn release_script(publish: &str) -> Script {
+    Script::new(&format!(
         r"if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], '1')
+  redis.call('{publish}', ARGV[2], '1')
   return 1
 end
-return 0",
-    )
-});
+return 0"
+    ))
+}
+
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| release_script("PUBLISH"));
 
 /// [`RELEASE`] for a Redis Cluster: the notice is sharded (`SPUBLISH`), published on the node
 /// that holds the key (the channel shares the key's hash tag) to that shard's subscribers.
-pub(crate) static RELEASE_SHARDED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('SPUBLISH', ARGV[2], '1')
-  return 1
-end
-return 0",
-    )
-});
+pub(crate) static RELEASE_SHARDED: LazyLock<Script> = LazyLock::new(|| release_script("SPUBLISH"));
 
 /// The fence rule every grant follows: `max(counter + 1, server time in µs)`, stored back as the
 /// counter (see the module docs, "Fences"). `ARGV[h]` is the highest fence the client has seen:

@@ -222,6 +222,27 @@ async fn ask(sentinel: &str, service: &str) -> std::result::Result<Option<String
     }
 }
 
+impl SentinelBackend {
+    /// `op` on the current primary; after a failure, once more on the primary the Sentinels
+    /// name now, if that is another one.
+    async fn on_primary<'a, T>(
+        &'a self,
+        op: impl Fn(Arc<RedisBackend>) -> BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        let primary = self.primary();
+        match op(primary.backend).await {
+            Err(e @ Error::Backend { .. }) => {
+                if self.follow(&primary.addr).await {
+                    op(self.primary().backend).await
+                } else {
+                    Err(e)
+                }
+            }
+            done => done,
+        }
+    }
+}
+
 impl Backend for SentinelBackend {
     fn name(&self) -> &'static str {
         NAME
@@ -234,38 +255,13 @@ impl Backend for SentinelBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        Box::pin(async move {
-            let primary = self.primary();
-            match primary.backend.acquire(key, token, ttl, deadline).await {
-                Err(e @ Error::Backend { .. }) => {
-                    if self.follow(&primary.addr).await {
-                        self.primary()
-                            .backend
-                            .acquire(key, token, ttl, deadline)
-                            .await
-                    } else {
-                        Err(e)
-                    }
-                }
-                done => done,
-            }
-        })
+        Box::pin(self.on_primary(move |b| {
+            Box::pin(async move { b.acquire(key, token, ttl, deadline).await })
+        }))
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let primary = self.primary();
-            match primary.backend.release(key, token).await {
-                Err(e @ Error::Backend { .. }) => {
-                    if self.follow(&primary.addr).await {
-                        self.primary().backend.release(key, token).await
-                    } else {
-                        Err(e)
-                    }
-                }
-                done => done,
-            }
-        })
+        Box::pin(self.on_primary(move |b| Box::pin(async move { b.release(key, token).await })))
     }
 
     fn extend<'a>(
@@ -274,19 +270,7 @@ impl Backend for SentinelBackend {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let primary = self.primary();
-            match primary.backend.extend(key, token, ttl).await {
-                Err(e @ Error::Backend { .. }) => {
-                    if self.follow(&primary.addr).await {
-                        self.primary().backend.extend(key, token, ttl).await
-                    } else {
-                        Err(e)
-                    }
-                }
-                done => done,
-            }
-        })
+        Box::pin(self.on_primary(move |b| Box::pin(async move { b.extend(key, token, ttl).await })))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
