@@ -76,21 +76,28 @@
 //! ends, and under `allkeys-*` a fence counter, so fences would start again from 1. A server
 //! whose `CONFIG` is not readable is accepted with a warning.
 
+mod connection;
+mod scripts;
 pub mod sentinel;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{Notify, OnceCell};
 
 use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant, MIN_ANSWER_TIME};
 use crate::backend::tls::{TlsFiles, TlsParams};
+
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
+use connection::{connect_error, refuse_evicting_server, Target};
+pub(crate) use connection::{manager_config, open_client, tls_files, Conn};
+use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, RELEASE_SHARDED};
+pub(crate) use scripts::{EXTEND, RELEASE};
 
 const NAME: &str = "redis";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,101 +108,9 @@ const FALLBACK_MAX: Duration = Duration::from_secs(5);
 /// How often a waiter behind others checks whether it has become the front one.
 const FRONT_CHECK: Duration = Duration::from_millis(500);
 
-/// Token-checked release: `DEL` if the lock holds `ARGV[1]`, then a notice on `ARGV[2]` with
-/// `publish` (`PUBLISH`, or `SPUBLISH` in a cluster).
-fn release_script(publish: &str) -> Script {
-    Script::new(&format!(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('{publish}', ARGV[2], '1')
-  return 1
-end
-return 0"
-    ))
-}
-
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| release_script("PUBLISH"));
-
-/// [`RELEASE`] for a Redis Cluster: the notice is sharded (`SPUBLISH`), published on the node
-/// that holds the key (the channel shares the key's hash tag) to that shard's subscribers.
-pub(crate) static RELEASE_SHARDED: LazyLock<Script> = LazyLock::new(|| release_script("SPUBLISH"));
-
-/// The fence rule every grant follows: `max(counter + 1, server time in µs)`, stored back as the
-/// counter (see the module docs, "Fences"). `ARGV[h]` is the highest fence the client has seen:
-/// a fence not above it is refused (`-1`).
-const FENCE_RULE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local stored = redis.call('GET', KEYS[2])
-local f = math.max(tonumber(stored or '0') + 1, now)";
-
-/// Acquire: `SET lock token NX PX ttl`; when won, the fence by [`FENCE_RULE`]. Returns
-/// `{1, fence, counter_was_missing}`, `{0, 0, 0}` when busy, `{-1, fence, 0}` when the fence
-/// would not be above `ARGV[3]` (the lock is then given back). A key already holding `ARGV[1]`
-/// (this acquisition's own token: an unannounced hand-off, or an earlier try of this acquire
-/// whose answer was lost) counts as won: its lease is set afresh and the fence it drew returned.
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('GET', KEYS[1]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {{1, tonumber(redis.call('GET', KEYS[2]) or '0'), 0}}
-  end
-  return {{0, 0, 0}}
-end
-{FENCE_RULE}
-if f <= tonumber(ARGV[3]) then
-  redis.call('DEL', KEYS[1])
-  return {{-1, f, 0}}
-end
-redis.call('SET', KEYS[2], string.format('%d', f))
-if stored then return {{1, f, 0}} end
-return {{1, f, 1}}"
-    ))
-});
-
-/// Gives back a grant made during a restart delay: deletes the lock if `ARGV[1]` holds it, and
-/// the fence counter if it still holds the fence that grant drew (`ARGV[2]`).
-static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-if redis.call('GET', KEYS[2]) == ARGV[2] then
-  redis.call('DEL', KEYS[2])
-end
-return 1",
-    )
-});
-
-/// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
-/// lease and a fence by [`FENCE_RULE`], without ever being free (no notice, no second round
-/// trip). Returns the fence, or 0 when `old` no longer holds the lock.
-static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-{FENCE_RULE}
-redis.call('SET', KEYS[2], string.format('%d', f))
-return f"
-    ))
-});
-
 /// How many times in a row a key may be handed from holder to local waiter before a release
 /// lets it go free, so waiters of other Lockers (other processes) get their chance too.
 const MAX_HANDOFFS_IN_A_ROW: u32 = 16;
-
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0",
-    )
-});
 
 /// The Redis names of one user key (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,90 +190,6 @@ impl std::fmt::Debug for RedisBackend {
             Target::Cluster { seeds, .. } => d.field("cluster", seeds),
         };
         d.finish_non_exhaustive()
-    }
-}
-
-/// What a backend connects to.
-enum Target {
-    Single(redis::Client),
-    /// A Redis Cluster: the seed nodes (`host:port`, for `Debug`), and how to build a client
-    /// (for the notice connection, which needs RESP3 and a push sender of its own).
-    Cluster {
-        seeds: Vec<String>,
-        builder: Arc<dyn Fn() -> redis::cluster::ClusterClientBuilder + Send + Sync>,
-    },
-}
-
-/// The command (or notice) connection: one server, or a Redis Cluster, where each key's
-/// commands go to the primary of its slot (the keys of one lock share a hash tag, one slot).
-#[derive(Clone)]
-pub(crate) enum Conn {
-    Single(ConnectionManager),
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-impl Conn {
-    /// `cmd` on the server, or in a cluster on the primary serving `key` (for commands that
-    /// name no key: `WAIT` must follow the grant to its node, `INFO` must describe that node).
-    async fn on_node_of<T: redis::FromRedisValue>(
-        &mut self,
-        key: &[u8],
-        cmd: redis::Cmd,
-    ) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => cmd.query_async(c).await,
-            Conn::Cluster(c) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::with_key(key, SlotAddr::Master),
-                ));
-                let value = c.route_command(cmd, route).await?;
-                Ok(redis::from_redis_value(value)?)
-            }
-        }
-    }
-
-    /// `SUBSCRIBE` (`SSUBSCRIBE` in a cluster: the release script's notice is sharded there).
-    async fn subscribe(&mut self, channel: &[u8]) -> redis::RedisResult<()> {
-        match self {
-            Conn::Single(c) => c.subscribe(channel).await,
-            Conn::Cluster(c) => c.ssubscribe(channel).await,
-        }
-    }
-
-    async fn unsubscribe(&mut self, channel: &[u8]) -> redis::RedisResult<()> {
-        match self {
-            Conn::Single(c) => c.unsubscribe(channel).await,
-            Conn::Cluster(c) => c.sunsubscribe(channel).await,
-        }
     }
 }
 
@@ -941,134 +772,6 @@ async fn supervise(connection: Weak<NoticeConnection>) {
     }
 }
 
-/// Whether `url` is a TLS URL (`rediss://`, `redlocks://`); the TLS parameters of a plaintext
-/// URL are an [`Error::InvalidUrl`] (they would be ignored), and so is a TLS URL without the `tls`
-/// feature. Reads the files the parameters name.
-pub(crate) async fn tls_files(url: &str, tls: &TlsParams) -> Result<Option<TlsFiles>> {
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    let wants = ["rediss", "redlocks", "rediss+cluster"]
-        .iter()
-        .any(|tls| scheme.eq_ignore_ascii_case(tls));
-    if tls.any() && !wants {
-        return Err(Error::InvalidUrl {
-            url: mask_password(url),
-            reason: "`tls_ca`/`tls_cert`/`tls_key` apply to TLS connections; write `rediss://` \
-                     (`redlocks://` for Redlock) to connect with TLS"
-                .into(),
-        });
-    }
-    super::tls::require_feature(url, wants)?;
-    if !wants {
-        return Ok(None);
-    }
-    #[cfg(feature = "tls")]
-    super::tls::install_crypto_provider();
-    Ok(Some(tls.read(url).await?))
-}
-
-/// A client for `url` (`redis://` or `rediss://`, dlock's own parameters taken out), trusting
-/// the CA and presenting the client certificate of `tls` when given.
-pub(crate) fn open_client(url: &str, tls: Option<&TlsFiles>) -> redis::RedisResult<redis::Client> {
-    #[cfg(feature = "tls")]
-    if let Some(files) = tls.filter(|f| f.ca.is_some() || f.identity.is_some()) {
-        return redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: files.identity.clone().map(|(client_cert, client_key)| {
-                    redis::ClientTlsConfig {
-                        client_cert,
-                        client_key,
-                    }
-                }),
-                root_cert: files.ca.clone(),
-            },
-        );
-    }
-    #[cfg(not(feature = "tls"))]
-    let _ = tls;
-    redis::Client::open(url)
-}
-
-/// A connect failure in one line that says what went wrong: refused, timed out, a server that
-/// is not Redis (its reply did not parse), a TLS mistake, or what the server said (auth, ...).
-fn connect_error(url: &str, e: &redis::RedisError) -> Error {
-    let tls = url
-        .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("rediss:"));
-    let url = mask_password(url);
-    let detail = e.to_string().replace('\n', " ");
-    if let Some(why) = super::tls::explain(&detail, tls).filter(|_| tls) {
-        return backend_err(format!("cannot connect to {url}: {why} ({detail})"));
-    }
-    if e.code() == Some("WRONGPASS")
-        || e.code() == Some("NOAUTH")
-        || detail.contains("AuthenticationFailed")
-    {
-        return backend_err(format!(
-            "cannot connect to {url}: bad credentials: check the user and password in the URL \
-             ({detail})"
-        ));
-    }
-    if e.is_connection_refusal() {
-        backend_err(format!(
-            "cannot connect to {url}: connection refused (is Redis running there?)"
-        ))
-    } else if e.code().is_none() && !e.is_io_error() && !e.is_timeout() {
-        backend_err(format!(
-            "cannot connect to {url}: the server did not answer like Redis (is it a Redis port?): {detail}"
-        ))
-    } else if e.is_io_error() && !e.is_timeout() {
-        backend_err(format!(
-            "cannot connect to {url}: {detail} (the server closed the connection: is it a Redis \
-             port? if it expects TLS, use `rediss://`)"
-        ))
-    } else {
-        backend_err(format!("cannot connect to {url}: {detail}"))
-    }
-}
-
-/// Refuses a server that may evict lock state: under `volatile-*` a lock key (it has a TTL) can
-/// be evicted before its lease ends, so a second holder gets in; under `allkeys-*` a fence
-/// counter (no TTL) can be evicted, so fences start again from 1. Without a `maxmemory` limit
-/// nothing is ever evicted, whatever the policy. A server that does not let us read its config
-/// (managed services often rename `CONFIG`) is accepted with a warning.
-async fn refuse_evicting_server(con: &mut Conn, url: &str) -> Result<()> {
-    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory*")
-        .query_async(con)
-        .await;
-    let pairs = match reply {
-        Ok(pairs) => pairs,
-        Err(e) => {
-            tracing::warn!(target: "dlock", backend = NAME, error = %e, "cannot read the server's maxmemory-policy; make sure it is `noeviction` (or maxmemory 0): an evicting policy can drop lock keys or fence counters");
-            return Ok(());
-        }
-    };
-    let setting = |name: &str| {
-        pairs
-            .chunks(2)
-            .find(|pair| pair[0].eq_ignore_ascii_case(name))
-            .and_then(|pair| pair.get(1).cloned())
-    };
-    let limit = setting("maxmemory").and_then(|v| v.parse::<u64>().ok());
-    let policy = setting("maxmemory-policy").unwrap_or_default();
-    if limit.is_some_and(|l| l > 0) && !policy.eq_ignore_ascii_case("noeviction") {
-        let what = if policy.starts_with("volatile") {
-            "lock keys before their lease ends (a second holder gets in)"
-        } else {
-            "fence counters (fences start again from 1) and lock keys"
-        };
-        return Err(backend_err(format!(
-            "the Redis server at {} has maxmemory-policy `{policy}` with a maxmemory limit, so it \
-             may evict {what}; set `maxmemory-policy noeviction` \
-             (CONFIG SET maxmemory-policy noeviction, and in redis.conf), or remove the limit",
-            mask_password(url)
-        )));
-    }
-    Ok(())
-}
-
 /// The pub/sub connection and the channels it listens on.
 struct PubSub {
     con: Conn,
@@ -1090,15 +793,6 @@ async fn unsubscribe_if_idle(
             tracing::debug!(target: "dlock", backend = NAME, error = %e, "unsubscribe failed");
         }
     }
-}
-
-pub(crate) fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(1))
 }
 
 pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
