@@ -774,6 +774,31 @@ async fn fences_keep_growing_across_a_restart_that_kept_nothing_and_a_flush() {
     }
 }
 
+/// A server restart drops the Locker's connections; the first lock and the first extend after
+/// it still succeed (the connection manager reconnects after the first command fails, and dlock
+/// repeats that command once: an acquire and an extend are safe to repeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_requests_after_a_server_restart_succeed() {
+    let server = RedisServer::start();
+    let locker = connect("private Redis", &server.url()).await;
+    fence_of_one_cycle(&locker, "warm").await;
+    let port = server.kill();
+    let _server = RedisServer::start_on(port);
+    let guard = locker
+        .lock("k")
+        .ttl(10 * SECOND)
+        .wait(Duration::ZERO)
+        .await
+        .expect("the first lock after the restart");
+    // A second restart (which loses the lock): the extend's first try meets the dropped
+    // connection, the repeat reaches the server and finds the lock gone: `Lost`, not a
+    // connection error.
+    let port = _server.kill();
+    let _again = RedisServer::start_on(port);
+    let lost = guard.extend(10 * SECOND).await.expect_err("the lock is gone");
+    assert!(matches!(lost, Error::Lost { .. }), "{lost:?}");
+}
+
 /// Issue 12: when the assumption behind seeded fences breaks (the server's clock is behind
 /// fences already handed out), the client refuses rather than hand out a lower fence.
 #[tokio::test]

@@ -1031,6 +1031,175 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
+/// A pause before repeating a request whose connection dropped (the manager reconnects).
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Whether `e` is a connection that dropped or broke (not a timeout, not a server's answer).
+fn connection_dropped(e: &Error) -> bool {
+    let Error::Backend { source, .. } = e else {
+        return false;
+    };
+    source.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+        (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
+            && !e.is_timeout()
+    })
+}
+
+impl RedisBackend {
+    async fn acquire_once(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>> {
+        let keys = RedisKeys::new(key);
+        // After a recent restart that lost lock state: no grants until the restart delay.
+        while let Some(until) = self.grants_wait() {
+            if deadline.is_some_and(|d| d < until) {
+                return Ok(None);
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
+        let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
+        let mut holder_pttl: Option<Duration> = None;
+        // Barge only when no local waiter is queued for this key: otherwise queue behind
+        // them, so a release hands the lock to the front waiter instead of racing it.
+        if one_attempt || !self.notices.has_waiters(&keys.channel) {
+            if let Some((fence, sent_at)) =
+                within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+            {
+                return Ok(Some(Grant::new(Some(fence), sent_at)));
+            }
+            if one_attempt {
+                return Ok(None);
+            }
+        }
+        // Join the queue and subscribe before the next attempt, so no notice is missed.
+        let waiter = Arc::new(Waiter::new(token, ttl));
+        let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
+        let mut place = QueuePlace {
+            backend: self,
+            channel: &keys.channel,
+            waiter: waiter.clone(),
+            acquired: false,
+        };
+        let mut fallback = FALLBACK_MIN;
+        loop {
+            // A holder of this Locker may have handed the lock straight to us.
+            let handoff = *waiter.handoff();
+            match handoff {
+                Handoff::Granted { fence, sent_at } => {
+                    // The hand-off's wake-up is used up: do not pass it on when leaving.
+                    waiter.pending.store(false, Ordering::Release);
+                    place.acquired = true;
+                    return Ok(Some(Grant::new(Some(fence), sent_at)));
+                }
+                Handoff::Claimed => should_attempt = false,
+                Handoff::Open | Handoff::Closed | Handoff::Abandoned => {}
+            }
+            if should_attempt {
+                // Subscribe before attempting, so no notice is missed in between. A failed
+                // subscription is not fatal: the fallback retries soon, subscribing again.
+                let listening =
+                    within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await;
+                if let Err(e) = listening {
+                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
+                    fallback = FALLBACK_MIN;
+                }
+                // Consume a wake-up before attempting: the attempt answers it.
+                waiter.pending.store(false, Ordering::Release);
+                if let Some((fence, sent_at)) =
+                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+                {
+                    place.acquired = true;
+                    return Ok(Some(Grant::new(Some(fence), sent_at)));
+                }
+                // The front waiter bounds its fallback by the holder's remaining lease
+                // (asked only here, off the uncontended path).
+                if self.notices.is_front(&keys.channel, &waiter) {
+                    holder_pttl = within_wait(NAME, deadline, self.holder_pttl(&keys)).await?;
+                }
+            }
+            let left = remaining(deadline);
+            if left.is_some_and(|l| l.is_zero()) {
+                let in_flight = {
+                    let mut state = waiter.handoff();
+                    match *state {
+                        Handoff::Open | Handoff::Closed | Handoff::Abandoned => {
+                            *state = Handoff::Closed;
+                            false
+                        }
+                        Handoff::Claimed | Handoff::Granted { .. } => true,
+                    }
+                };
+                if !in_flight {
+                    return Ok(None);
+                }
+                // A hand-off is in flight or done: take its outcome, even this late, but
+                // wait for it no longer than one request may take.
+                if matches!(*waiter.handoff(), Handoff::Claimed) {
+                    let settled =
+                        tokio::time::timeout(MIN_ANSWER_TIME, waiter.notify.notified()).await;
+                    if settled.is_err() && self.abandon_claimed(&keys, &waiter) {
+                        return Ok(None);
+                    }
+                }
+                continue;
+            }
+            // Only the front waiter retries on a fallback for a missed notice, within the
+            // holder's remaining lease, jittered. The others attempt when woken; they check
+            // now and then whether they have moved to the front meanwhile (the waiter ahead
+            // took the lock and may never release it: crashed, or its lease ran out).
+            let front = self.notices.is_front(&keys.channel, &waiter);
+            let mut sleep = if front {
+                let bound = match holder_pttl.take() {
+                    Some(pttl) => fallback.min(pttl + Duration::from_millis(1)),
+                    None => fallback.min(Duration::from_millis(5)),
+                };
+                jitter(bound / 2, bound)
+            } else {
+                FRONT_CHECK
+            };
+            if let Some(left) = left {
+                sleep = sleep.min(left);
+            }
+            should_attempt = tokio::select! {
+                _ = waiter.notify.notified() => {
+                    fallback = FALLBACK_MIN;
+                    true
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    if front {
+                        fallback = (fallback * 2).min(FALLBACK_MAX);
+                    }
+                    front
+                }
+            };
+        }
+    }
+
+    async fn extend_once(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let keys = RedisKeys::new(key);
+        let mut con = self.commands.clone();
+        let extended: i64 = EXTEND
+            .key(&keys.lock)
+            .arg(token)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut con)
+            .await
+            .map_err(backend_err)?;
+        if extended == 1 && !self.replicated(&keys, ttl).await? {
+            return Err(backend_err(format!(
+                "fewer than {} replica(s) confirmed the renewal within {:?}",
+                self.replicas,
+                replica_wait(ttl)
+            )));
+        }
+        Ok(extended == 1)
+    }
+}
+
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         NAME
@@ -1043,130 +1212,16 @@ impl Backend for RedisBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        // Once more after a dropped connection: the connection manager reconnects after the
+        // first command that fails (a server restart, a killed connection); an acquire is
+        // safe to repeat (a key already holding its token counts as won).
         Box::pin(async move {
-            let keys = RedisKeys::new(key);
-            // After a recent restart that lost lock state: no grants until the restart delay.
-            while let Some(until) = self.grants_wait() {
-                if deadline.is_some_and(|d| d < until) {
-                    return Ok(None);
+            match self.acquire_once(key, token, ttl, deadline).await {
+                Err(e) if connection_dropped(&e) => {
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    self.acquire_once(key, token, ttl, deadline).await
                 }
-                tokio::time::sleep_until(until.into()).await;
-            }
-            let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
-            let mut holder_pttl: Option<Duration> = None;
-            // Barge only when no local waiter is queued for this key: otherwise queue behind
-            // them, so a release hands the lock to the front waiter instead of racing it.
-            if one_attempt || !self.notices.has_waiters(&keys.channel) {
-                if let Some((fence, sent_at)) =
-                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
-                {
-                    return Ok(Some(Grant::new(Some(fence), sent_at)));
-                }
-                if one_attempt {
-                    return Ok(None);
-                }
-            }
-            // Join the queue and subscribe before the next attempt, so no notice is missed.
-            let waiter = Arc::new(Waiter::new(token, ttl));
-            let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
-            let mut place = QueuePlace {
-                backend: self,
-                channel: &keys.channel,
-                waiter: waiter.clone(),
-                acquired: false,
-            };
-            let mut fallback = FALLBACK_MIN;
-            loop {
-                // A holder of this Locker may have handed the lock straight to us.
-                let handoff = *waiter.handoff();
-                match handoff {
-                    Handoff::Granted { fence, sent_at } => {
-                        // The hand-off's wake-up is used up: do not pass it on when leaving.
-                        waiter.pending.store(false, Ordering::Release);
-                        place.acquired = true;
-                        return Ok(Some(Grant::new(Some(fence), sent_at)));
-                    }
-                    Handoff::Claimed => should_attempt = false,
-                    Handoff::Open | Handoff::Closed | Handoff::Abandoned => {}
-                }
-                if should_attempt {
-                    // Subscribe before attempting, so no notice is missed in between. A failed
-                    // subscription is not fatal: the fallback retries soon, subscribing again.
-                    let listening =
-                        within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await;
-                    if let Err(e) = listening {
-                        tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
-                        fallback = FALLBACK_MIN;
-                    }
-                    // Consume a wake-up before attempting: the attempt answers it.
-                    waiter.pending.store(false, Ordering::Release);
-                    if let Some((fence, sent_at)) =
-                        within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
-                    {
-                        place.acquired = true;
-                        return Ok(Some(Grant::new(Some(fence), sent_at)));
-                    }
-                    // The front waiter bounds its fallback by the holder's remaining lease
-                    // (asked only here, off the uncontended path).
-                    if self.notices.is_front(&keys.channel, &waiter) {
-                        holder_pttl = within_wait(NAME, deadline, self.holder_pttl(&keys)).await?;
-                    }
-                }
-                let left = remaining(deadline);
-                if left.is_some_and(|l| l.is_zero()) {
-                    let in_flight = {
-                        let mut state = waiter.handoff();
-                        match *state {
-                            Handoff::Open | Handoff::Closed | Handoff::Abandoned => {
-                                *state = Handoff::Closed;
-                                false
-                            }
-                            Handoff::Claimed | Handoff::Granted { .. } => true,
-                        }
-                    };
-                    if !in_flight {
-                        return Ok(None);
-                    }
-                    // A hand-off is in flight or done: take its outcome, even this late, but
-                    // wait for it no longer than one request may take.
-                    if matches!(*waiter.handoff(), Handoff::Claimed) {
-                        let settled =
-                            tokio::time::timeout(MIN_ANSWER_TIME, waiter.notify.notified()).await;
-                        if settled.is_err() && self.abandon_claimed(&keys, &waiter) {
-                            return Ok(None);
-                        }
-                    }
-                    continue;
-                }
-                // Only the front waiter retries on a fallback for a missed notice, within the
-                // holder's remaining lease, jittered. The others attempt when woken; they check
-                // now and then whether they have moved to the front meanwhile (the waiter ahead
-                // took the lock and may never release it: crashed, or its lease ran out).
-                let front = self.notices.is_front(&keys.channel, &waiter);
-                let mut sleep = if front {
-                    let bound = match holder_pttl.take() {
-                        Some(pttl) => fallback.min(pttl + Duration::from_millis(1)),
-                        None => fallback.min(Duration::from_millis(5)),
-                    };
-                    jitter(bound / 2, bound)
-                } else {
-                    FRONT_CHECK
-                };
-                if let Some(left) = left {
-                    sleep = sleep.min(left);
-                }
-                should_attempt = tokio::select! {
-                    _ = waiter.notify.notified() => {
-                        fallback = FALLBACK_MIN;
-                        true
-                    }
-                    _ = tokio::time::sleep(sleep) => {
-                        if front {
-                            fallback = (fallback * 2).min(FALLBACK_MAX);
-                        }
-                        front
-                    }
-                };
+                done => done,
             }
         })
     }
@@ -1241,24 +1296,15 @@ impl Backend for RedisBackend {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        // Token-checked, so safe to repeat after a dropped connection (see `acquire`).
         Box::pin(async move {
-            let keys = RedisKeys::new(key);
-            let mut con = self.commands.clone();
-            let extended: i64 = EXTEND
-                .key(&keys.lock)
-                .arg(token)
-                .arg(ttl_ms(ttl))
-                .invoke_async(&mut con)
-                .await
-                .map_err(backend_err)?;
-            if extended == 1 && !self.replicated(&keys, ttl).await? {
-                return Err(backend_err(format!(
-                    "fewer than {} replica(s) confirmed the renewal within {:?}",
-                    self.replicas,
-                    replica_wait(ttl)
-                )));
+            match self.extend_once(key, token, ttl).await {
+                Err(e) if connection_dropped(&e) => {
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    self.extend_once(key, token, ttl).await
+                }
+                done => done,
             }
-            Ok(extended == 1)
         })
     }
 }
