@@ -795,7 +795,10 @@ async fn the_first_requests_after_a_server_restart_succeed() {
     // connection error.
     let port = _server.kill();
     let _again = RedisServer::start_on(port);
-    let lost = guard.extend(10 * SECOND).await.expect_err("the lock is gone");
+    let lost = guard
+        .extend(10 * SECOND)
+        .await
+        .expect_err("the lock is gone");
     assert!(matches!(lost, Error::Lost { .. }), "{lost:?}");
 }
 

@@ -18,7 +18,7 @@ use crate::checker::{self, Outcome, Row, Window};
 use crate::history::{self, now_us, Event, Kind};
 use crate::holder::{history_path, stop_path, HolderConfig};
 use crate::proxy::Proxy;
-use crate::servers::{signal, wait_until, MariaDb, Proc, RedisServer, ZooKeeper};
+use crate::servers::{signal, wait_until, Etcd, MariaDb, Proc, RedisServer, ZooKeeper};
 
 /// The lock services under test (all of them fenced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,11 +29,18 @@ pub enum Backend {
     Mysql,
     /// ZooKeeper (`zookeeper://`): fence from the lock node's czxid.
     Zookeeper,
+    /// etcd (`etcd://`): fence from the lock key's create revision.
+    Etcd,
 }
 
 impl Backend {
     /// Every backend, in run order.
-    pub const ALL: [Backend; 3] = [Backend::Redis, Backend::Mysql, Backend::Zookeeper];
+    pub const ALL: [Backend; 4] = [
+        Backend::Redis,
+        Backend::Mysql,
+        Backend::Zookeeper,
+        Backend::Etcd,
+    ];
 
     /// The name used on the command line and in the table.
     pub fn name(self) -> &'static str {
@@ -41,6 +48,7 @@ impl Backend {
             Backend::Redis => "redis",
             Backend::Mysql => "mysql",
             Backend::Zookeeper => "zookeeper",
+            Backend::Etcd => "etcd",
         }
     }
 }
@@ -181,6 +189,10 @@ enum Servers {
         server: ZooKeeper,
         front: Proxy,
     },
+    Etcd {
+        server: Etcd,
+        front: Proxy,
+    },
 }
 
 /// The key every holder locks.
@@ -226,6 +238,8 @@ fn run_in(
     // ZooKeeper the session (the node lives until the session expires).
     let lease = match backend {
         Backend::Zookeeper => t.zk_session.max(t.ttl),
+        // etcd leases are whole seconds, at least the ttl.
+        Backend::Etcd => Duration::from_secs(t.ttl.as_secs_f64().ceil().max(1.0) as u64),
         _ => t.ttl,
     };
     let start_us = now_us();
@@ -336,6 +350,13 @@ fn start_servers(
             let url = ZooKeeper::url(front.port, t.zk_session);
             Ok((Servers::Zookeeper { server, front }, url))
         }
+        Backend::Etcd => {
+            let server = Etcd::start(dir)?;
+            // Through a proxy, so that "killed connections" can be done the same way.
+            let front = Proxy::start(server.port).map_err(|e| format!("etcd proxy: {e}"))?;
+            let url = Etcd::url(front.port);
+            Ok((Servers::Etcd { server, front }, url))
+        }
     }
 }
 
@@ -395,6 +416,7 @@ fn server_pid(servers: &Servers) -> u32 {
         Servers::Redis { primary, .. } => primary.pid(),
         Servers::Mysql(db) => db.pid(),
         Servers::Zookeeper { server, .. } => server.pid(),
+        Servers::Etcd { server, .. } => server.pid(),
     }
 }
 
@@ -491,6 +513,10 @@ fn inject(
                     server.kill_and_restart()?;
                     "restarted on the same port and data directory"
                 }
+                Servers::Etcd { server, .. } => {
+                    server.kill_and_restart()?;
+                    "restarted on the same ports and data directory (write-ahead log replay)"
+                }
             };
             let t1 = now_us();
             notes.push(format!(
@@ -529,7 +555,7 @@ fn inject(
                             db.kill_connections()?
                         )
                     }
-                    Servers::Zookeeper { front, .. } => {
+                    Servers::Zookeeper { front, .. } | Servers::Etcd { front, .. } => {
                         format!("proxy cut {} connection(s)", front.cut_all())
                     }
                 };

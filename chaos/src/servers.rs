@@ -536,3 +536,95 @@ fn ruok(port: u16) -> bool {
     let _ = s.read_to_string(&mut answer);
     answer == "imok"
 }
+
+/// A private single-member etcd.
+pub struct Etcd {
+    /// Its client port.
+    pub port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Etcd {
+    /// Starts a member on free ports with a fresh data directory, and waits until a Locker
+    /// connects.
+    ///
+    /// # Errors
+    /// When `etcd` is missing or does not start.
+    pub fn start(dir: &Path) -> Result<Etcd, String> {
+        if !have("etcd") {
+            return Err(missing("etcd"));
+        }
+        let mut etcd = Etcd {
+            port: free_port()?,
+            peer_port: free_port()?,
+            dir: dir.join("etcd"),
+            proc: None,
+        };
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "chaos", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("chaos={peer}")]);
+        self.proc = Some(Proc::spawn(&mut cmd, &self.dir.join("stderr.log"))?);
+        let url = Etcd::url(self.port);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        wait_until(Duration::from_secs(30), "etcd", || {
+            runtime.block_on(async {
+                match dlock::Locker::connect(&url).await {
+                    Ok(locker) => {
+                        let _ = locker.close().await;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            })
+        })
+    }
+
+    /// `etcd://127.0.0.1:<port>/chaos` (through `port`, which may be a proxy in front).
+    pub fn url(port: u16) -> String {
+        format!("etcd://127.0.0.1:{port}/chaos")
+    }
+
+    /// The server's pid (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map_or(0, Proc::pid)
+    }
+
+    /// SIGKILL, then the same member again on the same ports and data directory (keys, leases
+    /// and the revision come back from its write-ahead log).
+    ///
+    /// # Errors
+    /// When it does not start again.
+    pub fn kill_and_restart(&mut self) -> Result<(), String> {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+        self.spawn()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
