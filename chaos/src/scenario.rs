@@ -18,7 +18,9 @@ use crate::checker::{self, Outcome, Row, Window};
 use crate::history::{self, now_us, Event, Kind};
 use crate::holder::{history_path, stop_path, HolderConfig};
 use crate::proxy::Proxy;
-use crate::servers::{signal, wait_until, Etcd, MariaDb, Proc, RedisServer, ZooKeeper};
+use crate::servers::{
+    signal, signal_group, wait_until, Etcd, MariaDb, Postgres, Proc, RedisServer, ZooKeeper,
+};
 
 /// The lock services under test (all of them fenced).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,13 +33,16 @@ pub enum Backend {
     Zookeeper,
     /// etcd (`etcd://`): fence from the lock key's create revision.
     Etcd,
+    /// PostgreSQL (`postgres://`): fence from a sequence.
+    Postgres,
 }
 
 impl Backend {
     /// Every backend, in run order.
-    pub const ALL: [Backend; 4] = [
+    pub const ALL: [Backend; 5] = [
         Backend::Redis,
         Backend::Mysql,
+        Backend::Postgres,
         Backend::Zookeeper,
         Backend::Etcd,
     ];
@@ -49,6 +54,7 @@ impl Backend {
             Backend::Mysql => "mysql",
             Backend::Zookeeper => "zookeeper",
             Backend::Etcd => "etcd",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -191,6 +197,10 @@ enum Servers {
     },
     Etcd {
         server: Etcd,
+        front: Proxy,
+    },
+    Postgres {
+        server: Postgres,
         front: Proxy,
     },
 }
@@ -357,6 +367,13 @@ fn start_servers(
             let url = Etcd::url(front.port);
             Ok((Servers::Etcd { server, front }, url))
         }
+        Backend::Postgres => {
+            let server = Postgres::start(dir)?;
+            // Through a proxy, so that "killed connections" can be done the same way.
+            let front = Proxy::start(server.port).map_err(|e| format!("postgres proxy: {e}"))?;
+            let url = Postgres::url(front.port);
+            Ok((Servers::Postgres { server, front }, url))
+        }
     }
 }
 
@@ -417,6 +434,7 @@ fn server_pid(servers: &Servers) -> u32 {
         Servers::Mysql(db) => db.pid(),
         Servers::Zookeeper { server, .. } => server.pid(),
         Servers::Etcd { server, .. } => server.pid(),
+        Servers::Postgres { server, .. } => server.pid(),
     }
 }
 
@@ -473,10 +491,15 @@ fn inject(
         }
         Fault::ServerStop => {
             let pid = server_pid(servers);
+            // PostgreSQL's backends are the postmaster's children: stop the whole group.
+            let stop = |sig| match servers {
+                Servers::Postgres { .. } => signal_group(pid, sig),
+                _ => signal(pid, sig),
+            };
             let t0 = now_us();
-            signal(pid, libc::SIGSTOP)?;
+            stop(libc::SIGSTOP)?;
             std::thread::sleep(t.stopped_for);
-            signal(pid, libc::SIGCONT)?;
+            stop(libc::SIGCONT)?;
             let t1 = now_us();
             notes.push(format!(
                 "SIGSTOP of the server (pid {pid}) at {:+.2} s, SIGCONT at {:+.2} s ({:.1} s; \
@@ -517,6 +540,11 @@ fn inject(
                     server.kill_and_restart()?;
                     "restarted on the same ports and data directory (write-ahead log replay)"
                 }
+                Servers::Postgres { server, .. } => {
+                    server.kill_and_restart()?;
+                    "the postmaster and its backends SIGKILLed; restarted on the same port and \
+                     data directory (crash recovery)"
+                }
             };
             let t1 = now_us();
             notes.push(format!(
@@ -555,7 +583,9 @@ fn inject(
                             db.kill_connections()?
                         )
                     }
-                    Servers::Zookeeper { front, .. } | Servers::Etcd { front, .. } => {
+                    Servers::Zookeeper { front, .. }
+                    | Servers::Etcd { front, .. }
+                    | Servers::Postgres { front, .. } => {
                         format!("proxy cut {} connection(s)", front.cut_all())
                     }
                 };

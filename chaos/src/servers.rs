@@ -36,6 +36,25 @@ pub fn signal(pid: u32, sig: libc::c_int) -> Result<(), String> {
     }
 }
 
+/// Sends `sig` to the process group `pgid` (a server whose workers are its children, started
+/// as the leader of a group of its own).
+///
+/// # Errors
+/// When the signal cannot be delivered.
+pub fn signal_group(pgid: u32, sig: libc::c_int) -> Result<(), String> {
+    let pgid_t = libc::pid_t::try_from(pgid).map_err(|_| format!("bad pgid {pgid}"))?;
+    // SAFETY: killpg(2) signals the group of a process we started with a group of its own.
+    let rc = unsafe { libc::killpg(pgid_t, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "killpg({pgid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
 /// A TCP port nothing listens on right now.
 ///
 /// # Errors
@@ -625,6 +644,145 @@ impl Drop for Etcd {
         if let Some(mut p) = self.proc.take() {
             p.kill();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private PostgreSQL cluster (`initdb` into the scenario's directory), its postmaster run
+/// as user `postgres` in a process group of its own, so that a stop or a kill reaches its
+/// backends too (they are its children).
+pub struct Postgres {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+/// Debian's PostgreSQL 15 programs.
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Postgres {
+    /// `initdb` (as `postgres`, trusting local TCP), then the server on a free port.
+    ///
+    /// # Errors
+    /// When PostgreSQL is missing, this is not root, or the server does not start.
+    pub fn start(dir: &Path) -> Result<Postgres, String> {
+        if !Path::new(&format!("{PG_BIN}/postgres")).exists() {
+            return Err(missing("postgres (PostgreSQL 15)"));
+        }
+        if !as_root() {
+            return Err(
+                "the PostgreSQL scenarios run the server as user postgres: run as root".into(),
+            );
+        }
+        let pg = Postgres {
+            port: free_port()?,
+            dir: dir.join("postgres"),
+            proc: None,
+        };
+        std::fs::create_dir_all(&pg.dir).map_err(|e| format!("{}: {e}", pg.dir.display()))?;
+        output(Command::new("chown").arg("postgres").arg(&pg.dir))?;
+        output(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(format!("{PG_BIN}/initdb"))
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(pg.dir.join("data")),
+        )?;
+        let mut pg = pg;
+        pg.spawn()?;
+        Ok(pg)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(format!("{PG_BIN}/postgres"))
+        .arg("-D")
+        .arg(self.dir.join("data"))
+        .args(["-p", &self.port.to_string(), "-k"])
+        .arg(&self.dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .process_group(0);
+        self.proc = Some(Proc::spawn(&mut cmd, &self.dir.join("stderr.log"))?);
+        let url = Postgres::url(self.port);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let mut last = String::new();
+        wait_until(Duration::from_secs(30), "postgres", || {
+            runtime.block_on(async {
+                match dlock::Locker::connect(&url).await {
+                    Ok(locker) => {
+                        let _ = locker.close().await;
+                        true
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        false
+                    }
+                }
+            })
+        })
+        .map_err(|e| {
+            let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            format!("{e}: {last}; server log: {}", tail.join(" / "))
+        })
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres` (through `port`, which may be a proxy).
+    pub fn url(port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    }
+
+    /// The postmaster's pid, which is also its process group (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().map_or(0, Proc::pid)
+    }
+
+    /// SIGKILL of the whole group, then the server again on the same port and data directory
+    /// (crash recovery from the WAL).
+    ///
+    /// # Errors
+    /// When it does not start again.
+    pub fn kill_and_restart(&mut self) -> Result<(), String> {
+        self.kill_group();
+        self.spawn()
+    }
+
+    fn kill_group(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = signal_group(p.pid(), libc::SIGCONT);
+            let _ = signal_group(p.pid(), libc::SIGKILL);
+            p.kill();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.kill_group();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
