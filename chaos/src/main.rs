@@ -11,7 +11,7 @@
 //! issued twice.
 //!
 //! ```sh
-//! cargo run --release -p dlock-chaos                   # everything, under 5 minutes
+//! cargo run --release -p dlock-chaos                   # everything, about 5 minutes
 //! cargo run --release -p dlock-chaos -- --quick redis  # shorter phases, no baseline, Redis only
 //! cargo run --release -p dlock-chaos -- mysql holder-stop server-kill
 //! cargo run --release -p dlock-chaos -- --report chaos/LAST_RUN.md
@@ -55,7 +55,7 @@ struct Options {
     faults: Vec<Fault>,
 }
 
-const USAGE: &str = "usage: dlock-chaos [--quick] [--report FILE] [redis|mysql|zookeeper ...] \
+const USAGE: &str = "usage: dlock-chaos [--quick] [--report FILE] [redis|mysql|postgres|zookeeper|etcd ...] \
                      [none|holder-stop|server-stop|server-kill|server-kill-no-delay|client-kill|failover|failover-replicas ...]";
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
