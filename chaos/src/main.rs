@@ -293,7 +293,7 @@ mod tests {
     fn options_narrow_the_run() {
         let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
         let all = parse_options(&[]).expect("no args");
-        assert_eq!(all.backends.len(), 3);
+        assert_eq!(all.backends, Backend::ALL.to_vec());
         assert_eq!(all.faults.len(), Fault::ALL.len());
         let some = parse_options(&args("--quick redis server-kill")).expect("args");
         assert!(some.quick);

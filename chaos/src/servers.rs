@@ -55,6 +55,35 @@ pub fn signal_group(pgid: u32, sig: libc::c_int) -> Result<(), String> {
     }
 }
 
+/// Waits (30 s at most) until a dlock Locker connects to `url`; the error has the Locker's last
+/// error and the end of the server's log (`log`).
+fn wait_for_locker(url: &str, what: &str, log: &Path) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let mut last = String::new();
+    wait_until(Duration::from_secs(30), what, || {
+        runtime.block_on(async {
+            match dlock::Locker::connect(url).await {
+                Ok(locker) => {
+                    let _ = locker.close().await;
+                    true
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    false
+                }
+            }
+        })
+    })
+    .map_err(|e| {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        format!("{e}: {last}; server log: {}", tail.join(" / "))
+    })
+}
+
 /// A TCP port nothing listens on right now.
 ///
 /// # Errors
@@ -487,22 +516,11 @@ impl ZooKeeper {
         let port = self.port;
         wait_until(Duration::from_secs(30), "zookeeper", || ruok(port))?;
         // `imok` comes before the server takes sessions: wait until a client gets one.
-        let url = ZooKeeper::url(port, Duration::from_secs(2));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?;
-        wait_until(Duration::from_secs(30), "zookeeper sessions", || {
-            runtime.block_on(async {
-                match dlock::Locker::connect(&url).await {
-                    Ok(locker) => {
-                        let _ = locker.close().await;
-                        true
-                    }
-                    Err(_) => false,
-                }
-            })
-        })
+        wait_for_locker(
+            &ZooKeeper::url(port, Duration::from_secs(2)),
+            "zookeeper sessions",
+            &self.dir.join("stderr.log"),
+        )
     }
 
     /// `zookeeper://127.0.0.1:<port>/chaos?session_timeout=<session>` (through `port`, which
@@ -598,22 +616,7 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("chaos={peer}")]);
         self.proc = Some(Proc::spawn(&mut cmd, &self.dir.join("stderr.log"))?);
-        let url = Etcd::url(self.port);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?;
-        wait_until(Duration::from_secs(30), "etcd", || {
-            runtime.block_on(async {
-                match dlock::Locker::connect(&url).await {
-                    Ok(locker) => {
-                        let _ = locker.close().await;
-                        true
-                    }
-                    Err(_) => false,
-                }
-            })
-        })
+        wait_for_locker(&Etcd::url(self.port), "etcd", &self.dir.join("stderr.log"))
     }
 
     /// `etcd://127.0.0.1:<port>/chaos` (through `port`, which may be a proxy in front).
@@ -724,31 +727,11 @@ impl Postgres {
         .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
         .process_group(0);
         self.proc = Some(Proc::spawn(&mut cmd, &self.dir.join("stderr.log"))?);
-        let url = Postgres::url(self.port);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("tokio runtime: {e}"))?;
-        let mut last = String::new();
-        wait_until(Duration::from_secs(30), "postgres", || {
-            runtime.block_on(async {
-                match dlock::Locker::connect(&url).await {
-                    Ok(locker) => {
-                        let _ = locker.close().await;
-                        true
-                    }
-                    Err(e) => {
-                        last = e.to_string();
-                        false
-                    }
-                }
-            })
-        })
-        .map_err(|e| {
-            let log = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!("{e}: {last}; server log: {}", tail.join(" / "))
-        })
+        wait_for_locker(
+            &Postgres::url(self.port),
+            "postgres",
+            &self.dir.join("stderr.log"),
+        )
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres` (through `port`, which may be a proxy).
