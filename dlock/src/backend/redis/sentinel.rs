@@ -1,13 +1,14 @@
 //! Redis managed by Sentinel: `redis+sentinel://[user:pass@]s1:26379[,s2:26379...]/service`
 //! (`rediss+sentinel://` for TLS to the primary).
 //!
-//! The primary is the one the Sentinels name (`SENTINEL get-master-addr-by-name service`, the
-//! first Sentinel that answers); everything else is the [Redis backend](super) on that primary,
+//! The primary is the one the Sentinels name (`SENTINEL get-master-addr-by-name service`, asked
+//! of every Sentinel: the address most of them name); everything else is the [Redis backend](super) on that primary,
 //! with the URL's user, password and parameters (`?replicas=N`, `?restart_delay=`, `tls_*`).
 //!
 //! # Following a failover
 //! When a request fails (the primary died, or came back as a replica and answers `READONLY`),
-//! the Sentinels are asked again; if they name another primary, a Redis backend is opened on it,
+//! the Sentinels are asked again; if one of them names another server (some lag behind during a
+//! failover) and that server says it is a primary (`ROLE`), a Redis backend is opened on it,
 //! the highest fence seen so far carried over (so the fence check of the Redis backend still
 //! refuses a lower fence), and the request is made once more there. A request that failed while
 //! the Sentinels still name the same primary fails as it would on a single server.
@@ -116,7 +117,7 @@ impl SentinelBackend {
         if sentinels.is_empty() {
             return Err(bad("no Sentinel host"));
         }
-        let addr = ask_sentinels(&sentinels, service, &shown).await?;
+        let addr = ask_sentinels(&sentinels, service, &shown, None).await?;
         let primary_url = |addr: &str| format!("{scheme}://{userinfo}{addr}{query}");
         let redis = RedisBackend::connect(&primary_url(&addr)).await?;
         Ok(SentinelBackend {
@@ -153,7 +154,9 @@ impl SentinelBackend {
         if now.addr != failed_on {
             return true;
         }
-        let Ok(addr) = ask_sentinels(&self.sentinels, &self.service, &self.shown).await else {
+        let Ok(addr) =
+            ask_sentinels(&self.sentinels, &self.service, &self.shown, Some(failed_on)).await
+        else {
             return false;
         };
         if addr == now.addr {
@@ -167,6 +170,11 @@ impl SentinelBackend {
                 return false;
             }
         };
+        if !is_primary(&next).await {
+            // A Sentinel that is behind may name a server that is a replica now.
+            tracing::debug!(target: "dlock", backend = NAME, named = %addr, "the server a Sentinel names is not a primary (yet)");
+            return false;
+        }
         next.raise_highest_fence(now.backend.highest_fence());
         tracing::warn!(target: "dlock", backend = NAME, from = %now.addr, to = %addr, took_ms = started.elapsed().as_millis() as u64, "following a Sentinel failover to a new primary");
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Primary {
@@ -179,23 +187,55 @@ impl SentinelBackend {
     }
 }
 
-/// `host:port` of the primary, from the first Sentinel that names one.
-async fn ask_sentinels(sentinels: &[String], service: &str, shown: &str) -> Result<String> {
+/// `host:port` of the primary, as the Sentinels name it. Every Sentinel is asked: during a
+/// failover some are behind and still name the primary that failed. The address most of them
+/// name wins; after a failure on `failed`, any other address a Sentinel names wins over it.
+async fn ask_sentinels(
+    sentinels: &[String],
+    service: &str,
+    shown: &str,
+    failed: Option<&str>,
+) -> Result<String> {
+    let mut named: Vec<(String, usize)> = Vec::new();
     let mut why = Vec::new();
     for sentinel in sentinels {
         match ask(sentinel, service).await {
-            Ok(Some(addr)) => return Ok(addr),
+            Ok(Some(addr)) => match named.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, votes)) => *votes += 1,
+                None => named.push((addr, 1)),
+            },
             Ok(None) => why.push(format!("{sentinel} does not know `{service}`")),
             Err(e) => why.push(format!("{sentinel}: {e}")),
         }
     }
-    Err(Error::backend(
-        NAME,
-        format!(
-            "no Sentinel of {shown} names a primary for `{service}`: {}",
-            why.join("; ")
-        ),
-    ))
+    let rank = |(addr, votes): &(String, usize)| (Some(addr.as_str()) != failed, *votes);
+    named.sort_by_key(|named| std::cmp::Reverse(rank(named)));
+    named
+        .into_iter()
+        .next()
+        .map(|(addr, _)| addr)
+        .ok_or_else(|| {
+            Error::backend(
+                NAME,
+                format!(
+                    "no Sentinel of {shown} names a primary for `{service}`: {}",
+                    why.join("; ")
+                ),
+            )
+        })
+}
+
+/// Whether the server behind `backend` says it is a primary (`ROLE`); a server that does not
+/// let us ask (an ACL without `ROLE`) is taken at the Sentinels' word.
+async fn is_primary(backend: &RedisBackend) -> bool {
+    let mut con = backend.commands.clone();
+    match redis::cmd("ROLE")
+        .query_async::<Vec<redis::Value>>(&mut con)
+        .await
+    {
+        Ok(role) => matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master"),
+        Err(_) => true,
+    }
 }
 
 /// `SENTINEL get-master-addr-by-name service` on one Sentinel.
