@@ -591,105 +591,101 @@ impl EtcdBackend {
 
 impl EtcdBackend {
     async fn release_inner(&self, key: &str, token: &str) -> Result<bool> {
-        {
-            let path = format!("{}{token}", self.prefix(key)).into_bytes();
-            let known = self.held().remove(token);
-            match known {
-                Some(held) => self.remove(&held).await,
-                None => {
-                    // Not known here (an acquire cancelled mid-way): delete by name.
-                    let mut client = self.client.clone();
-                    let deleted = client.delete(path, None).await.map_err(|e| self.err(e))?;
-                    Ok(deleted.deleted() > 0)
-                }
+        let path = format!("{}{token}", self.prefix(key)).into_bytes();
+        let known = self.held().remove(token);
+        match known {
+            Some(held) => self.remove(&held).await,
+            None => {
+                // Not known here (an acquire cancelled mid-way): delete by name.
+                let mut client = self.client.clone();
+                let deleted = client.delete(path, None).await.map_err(|e| self.err(e))?;
+                Ok(deleted.deleted() > 0)
             }
         }
     }
 
     async fn extend_inner(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
-        {
-            let mut client = self.client.clone();
-            let known = self.held().get(token).cloned();
-            let held = match known {
-                Some(held) => held,
-                // Not known here (this Locker reconnected since the acquire): the key and its
-                // lease are on the server; find them.
-                None => {
-                    let path = format!("{}{token}", self.prefix(key)).into_bytes();
-                    let found = client
-                        .get(path.clone(), None)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    let Some(kv) = found.kvs().first() else {
-                        return Ok(false);
-                    };
-                    let lease = kv.lease();
-                    let granted = client
-                        .lease_time_to_live(lease, None)
-                        .await
-                        .map_err(|e| self.err(e))?
-                        .granted_ttl();
-                    let held = Held {
-                        path,
-                        lease,
-                        ttl_s: granted,
-                    };
-                    self.held().insert(token.to_owned(), held.clone());
-                    held
-                }
-            };
-            if lease_secs(ttl) <= held.ttl_s {
-                // Renew to the granted length (never longer than the client records: the
-                // lease task records `ttl`, at most the granted length).
-                let (mut keeper, mut stream) = client
-                    .lease_keep_alive(held.lease)
+        let mut client = self.client.clone();
+        let known = self.held().get(token).cloned();
+        let held = match known {
+            Some(held) => held,
+            // Not known here (this Locker reconnected since the acquire): the key and its
+            // lease are on the server; find them.
+            None => {
+                let path = format!("{}{token}", self.prefix(key)).into_bytes();
+                let found = client
+                    .get(path.clone(), None)
                     .await
                     .map_err(|e| self.err(e))?;
-                keeper.keep_alive().await.map_err(|e| self.err(e))?;
-                let answer = stream.message().await.map_err(|e| self.err(e))?;
-                if answer.is_none_or(|a| a.ttl() <= 0) {
+                let Some(kv) = found.kvs().first() else {
                     return Ok(false);
-                }
-                // The lease lives; the key must too (it may have been deleted by hand).
-                let there = client
-                    .get(held.path.clone(), Some(GetOptions::new().with_count_only()))
+                };
+                let lease = kv.lease();
+                let granted = client
+                    .lease_time_to_live(lease, None)
                     .await
-                    .map_err(|e| self.err(e))?;
-                return Ok(there.count() > 0);
+                    .map_err(|e| self.err(e))?
+                    .granted_ttl();
+                let held = Held {
+                    path,
+                    lease,
+                    ttl_s: granted,
+                };
+                self.held().insert(token.to_owned(), held.clone());
+                held
             }
-            // Longer than the lease: move the key to a new lease of that length (an update:
-            // its create revision, the fence, stays), if it is still ours.
-            let lease = client
-                .lease_grant(lease_secs(ttl), None)
+        };
+        if lease_secs(ttl) <= held.ttl_s {
+            // Renew to the granted length (never longer than the client records: the
+            // lease task records `ttl`, at most the granted length).
+            let (mut keeper, mut stream) = client
+                .lease_keep_alive(held.lease)
                 .await
                 .map_err(|e| self.err(e))?;
-            let txn = Txn::new()
-                .when([Compare::lease(
-                    held.path.clone(),
-                    CompareOp::Equal,
-                    held.lease,
-                )])
-                .and_then([TxnOp::put(
-                    held.path.clone(),
-                    Vec::new(),
-                    Some(PutOptions::new().with_lease(lease.id())),
-                )]);
-            let moved = client.txn(txn).await.map_err(|e| self.err(e))?.succeeded();
-            if !moved {
-                let _ = client.lease_revoke(lease.id()).await;
+            keeper.keep_alive().await.map_err(|e| self.err(e))?;
+            let answer = stream.message().await.map_err(|e| self.err(e))?;
+            if answer.is_none_or(|a| a.ttl() <= 0) {
                 return Ok(false);
             }
-            let _ = client.lease_revoke(held.lease).await;
-            self.held().insert(
-                token.to_owned(),
-                Held {
-                    lease: lease.id(),
-                    ttl_s: lease.ttl(),
-                    ..held
-                },
-            );
-            Ok(true)
+            // The lease lives; the key must too (it may have been deleted by hand).
+            let there = client
+                .get(held.path.clone(), Some(GetOptions::new().with_count_only()))
+                .await
+                .map_err(|e| self.err(e))?;
+            return Ok(there.count() > 0);
         }
+        // Longer than the lease: move the key to a new lease of that length (an update:
+        // its create revision, the fence, stays), if it is still ours.
+        let lease = client
+            .lease_grant(lease_secs(ttl), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let txn = Txn::new()
+            .when([Compare::lease(
+                held.path.clone(),
+                CompareOp::Equal,
+                held.lease,
+            )])
+            .and_then([TxnOp::put(
+                held.path.clone(),
+                Vec::new(),
+                Some(PutOptions::new().with_lease(lease.id())),
+            )]);
+        let moved = client.txn(txn).await.map_err(|e| self.err(e))?.succeeded();
+        if !moved {
+            let _ = client.lease_revoke(lease.id()).await;
+            return Ok(false);
+        }
+        let _ = client.lease_revoke(held.lease).await;
+        self.held().insert(
+            token.to_owned(),
+            Held {
+                lease: lease.id(),
+                ttl_s: lease.ttl(),
+                ..held
+            },
+        );
+        Ok(true)
     }
 }
 
