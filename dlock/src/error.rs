@@ -81,6 +81,15 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The backend cannot do what was asked (for example a primitive it cannot offer soundly, or
+    /// inspection on a custom backend that does not implement it).
+    #[error("the {backend} backend does not support {what}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What it cannot do, and which backends can.
+        what: String,
+    },
     /// A blocking call (`.blocking()`, `Locker::connect_blocking`, a lock on a plain `fn`) was made
     /// from an async task of a current-thread runtime, where blocking its only thread could
     /// deadlock. (From a `spawn_blocking` thread, a plain thread or a multi-thread runtime's task

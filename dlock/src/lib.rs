@@ -25,6 +25,8 @@
 //! - [`LockRequest`]: `.ttl(d)`, `.wait(d)`, `.watchdog(bool)`, then `.await` or `.blocking()`.
 //! - [`LockGuard`]: `key()`, `fence()`, `is_held()`, `lost()`, `extend(d)`, `release()`.
 //! - [`register`] / [`lookup`]: named lockers, also from `DLOCK_URL_<NAME>`.
+//! - [`Locker::inspect`] / [`Locker::list`] / [`Locker::force_release`]: who holds what
+//!   ([`LockInfo`]), and freeing a lock whose holder is stuck; [`Locker::with_owner`] names holders.
 //! - [`Backend`](backend::Backend): the trait a lock service implements.
 //!
 //! # Features
@@ -42,6 +44,7 @@
 pub mod backend;
 mod error;
 mod guard;
+mod inspect;
 mod lease;
 mod locker;
 #[cfg(feature = "macros")]
@@ -57,6 +60,7 @@ pub mod test_hooks;
 
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
+pub use inspect::{LockInfo, MAX_OWNER_LEN};
 pub use locker::Locker;
 pub use registry::{
     connect_configured, env_var_for, lookup, lookup_blocking, register, DEFAULT_NAME,

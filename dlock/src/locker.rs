@@ -36,6 +36,8 @@ const SCHEMES: &str = "memory://, redis://, rediss://, redis+cluster://, rediss+
 pub struct Locker {
     backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
+    /// Recorded with every lock this handle takes (see [`Locker::with_owner`]).
+    owner: Arc<str>,
 }
 
 /// How long [`Locker::close`] waits for background releases.
@@ -177,6 +179,7 @@ impl std::fmt::Debug for Locker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Locker")
             .field("backend", &self.backend.name())
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -220,6 +223,7 @@ impl Locker {
         Ok(Locker {
             backend: Arc::new(Reopening::connect(url).await?),
             shared: Arc::default(),
+            owner: crate::inspect::default_owner(),
         })
     }
 
@@ -246,7 +250,90 @@ impl Locker {
         Locker {
             backend: Arc::new(backend),
             shared: Arc::default(),
+            owner: crate::inspect::default_owner(),
         }
+    }
+
+    /// This handle with `owner` recorded beside every lock it takes, instead of the default
+    /// `"<hostname>:<pid>"`; what [`inspect`](Self::inspect), [`list`](Self::list) and the
+    /// `dlock` command show as the holder. Shares the connections (and everything else) of
+    /// `self`. Control characters become `?`; more than [`MAX_OWNER_LEN`](crate::MAX_OWNER_LEN)
+    /// characters are cut; an empty owner means the default.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dlock::Error> {
+    /// let locker = dlock::Locker::memory().with_owner("billing-7f9c");
+    /// let _guard = locker.lock("invoice:7").await?;
+    /// let info = locker.inspect("invoice:7").await?.expect("held");
+    /// assert_eq!(info.owner.as_deref(), Some("billing-7f9c"));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_owner(&self, owner: impl AsRef<str>) -> Locker {
+        Locker {
+            backend: self.backend.clone(),
+            shared: self.shared.clone(),
+            owner: crate::inspect::clean_owner(owner.as_ref()),
+        }
+    }
+
+    /// The owner recorded with this handle's locks (see [`with_owner`](Self::with_owner)).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Who holds `key` now: its owner, fence and the time left on its lease; `None` when it is
+    /// free. Takes no lock and changes nothing.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), dlock::Error> {
+    /// let locker = dlock::Locker::connect("redis://127.0.0.1:6379").await?;
+    /// if let Some(info) = locker.inspect("order:42").await? {
+    ///     println!("{} held by {:?}, fence {:?}, {:?} left", info.key, info.owner, info.fence, info.expires_in);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails;
+    /// [`Error::Unsupported`] from a custom backend without inspection.
+    pub async fn inspect(&self, key: &str) -> Result<Option<crate::LockInfo>> {
+        non_empty(key)?;
+        self.backend.inspect(key).await
+    }
+
+    /// Every held lock whose key starts with `prefix` (`""`: all of dlock's locks on this
+    /// service), sorted by key. The cost grows with the locks under the prefix, not with
+    /// everything the server stores: Redis `SCAN` with a pattern, an index range on
+    /// MySQL/PostgreSQL, a key range on etcd, the children of the lock root on ZooKeeper.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the server fails; [`Error::Unsupported`] from a custom backend
+    /// without inspection.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<crate::LockInfo>> {
+        let mut held = self.backend.list(prefix).await?;
+        held.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(held)
+    }
+
+    /// Frees `key` whoever holds it: `true` when a holder was removed, `false` when it was
+    /// free. Waiters are woken as by a release. The old holder is not told at once: its next
+    /// renewal (a watchdog lease renews every third of its ttl) or release finds the lock gone,
+    /// then its [`LockGuard::lost`](crate::LockGuard::lost) fires and
+    /// [`release`](crate::LockGuard::release) returns [`Error::Lost`]. Its fence is what keeps a
+    /// resource safe if it still writes: use this for a holder that is stuck, not one that works.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails;
+    /// [`Error::Unsupported`] from a custom backend without it.
+    pub async fn force_release(&self, key: &str) -> Result<bool> {
+        non_empty(key)?;
+        let freed = self.backend.force_release(key).await?;
+        if freed {
+            tracing::warn!(target: "dlock", key, backend = self.backend.name(), "lock force-released");
+        }
+        Ok(freed)
     }
 
     /// The backend's name (`"memory"`, `"redis"`, ...).
@@ -327,6 +414,16 @@ impl Locker {
             Err(e) => Err(e),
         }
     }
+}
+
+fn non_empty(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey {
+            key: String::new(),
+            reason: "a lock key must not be empty; name the resource, e.g. \"order:42\"".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Opens the networked backend `url` names, on the current runtime (see [`crate::reopen`]).

@@ -15,7 +15,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BoxFuture, Grant};
+use crate::backend::{Backend, BoxFuture, Grant, LockInfo};
 use crate::runtime::Home;
 use crate::Result;
 
@@ -127,6 +127,27 @@ impl Backend for Reopening {
         Box::pin(async move {
             let live = self.current();
             live.home.run(live.backend.close()).await
+        })
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(async move {
+            let live = self.live().await?;
+            live.home.run(live.backend.inspect(key)).await
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move {
+            let live = self.live().await?;
+            live.home.run(live.backend.list(prefix)).await
+        })
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let live = self.live().await?;
+            live.home.run(live.backend.force_release(key)).await
         })
     }
 }

@@ -136,7 +136,7 @@ impl LockRequest {
             }
             Err(e) => return Err(e),
         };
-        let token: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let token = crate::inspect::new_token(self.locker.owner());
         let started = Instant::now();
         // A wait too long to represent is no deadline at all.
         let deadline = self.wait.and_then(|w| started.checked_add(w));

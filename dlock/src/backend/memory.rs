@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{Backend, BoxFuture, Grant};
+use super::{token_parts, Backend, BoxFuture, Grant, LockInfo};
 use crate::Result;
 
 /// The in-memory [`Backend`].
@@ -38,12 +38,22 @@ struct Slot {
 #[derive(Debug)]
 struct Holder {
     token: String,
+    fence: u64,
     expires_at: Instant,
 }
 
 impl Holder {
     fn live(&self, now: Instant) -> bool {
         self.expires_at > now
+    }
+
+    fn info(&self, key: &str, now: Instant) -> LockInfo {
+        LockInfo {
+            key: key.to_owned(),
+            owner: token_parts(&self.token).1.map(str::to_owned),
+            fence: Some(self.fence),
+            expires_in: Some(self.expires_at - now),
+        }
     }
 }
 
@@ -82,11 +92,13 @@ impl MemoryBackend {
                 expires_at: h.expires_at,
             },
             _ => {
+                let fence = self.next_fence.fetch_add(1, Ordering::Relaxed) + 1;
                 slot.holder = Some(Holder {
                     token: token.to_owned(),
+                    fence,
                     expires_at: now + ttl,
                 });
-                Attempt::Granted(self.next_fence.fetch_add(1, Ordering::Relaxed) + 1, now)
+                Attempt::Granted(fence, now)
             }
         }
     }
@@ -176,6 +188,49 @@ impl Backend for MemoryBackend {
                 }
                 _ => Ok(false),
             }
+        })
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let slots = self.slots();
+            Ok(slots
+                .get(key)
+                .and_then(|s| s.holder.as_ref())
+                .filter(|h| h.live(now))
+                .map(|h| h.info(key, now)))
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let slots = self.slots();
+            Ok(slots
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .filter_map(|(key, s)| {
+                    let h = s.holder.as_ref().filter(|h| h.live(now))?;
+                    Some(h.info(key, now))
+                })
+                .collect())
+        })
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let token = {
+                let now = Instant::now();
+                let slots = self.slots();
+                let holder = slots.get(key).and_then(|s| s.holder.as_ref());
+                match holder.filter(|h| h.live(now)) {
+                    Some(h) => h.token.clone(),
+                    None => return Ok(false),
+                }
+            };
+            // The holder's own (token-checked) release: waiters are woken the same way.
+            self.release(key, &token).await
         })
     }
 }

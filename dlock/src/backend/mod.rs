@@ -9,6 +9,9 @@
 //! | [`Backend::extend`] | token-checked move of the lease to `ttl` from now; `false` when not ours |
 //! | [`Backend::name`] | a short name for errors and tracing |
 //! | [`Backend::close`] | closes connections at [`Locker::close`](crate::Locker::close) (default: nothing) |
+//! | [`Backend::inspect`] | the holder of `key`: owner, fence, time left (default: unsupported) |
+//! | [`Backend::list`] | every held lock whose key starts with a prefix, at a bounded cost (default: unsupported) |
+//! | [`Backend::force_release`] | removes whoever holds `key`, waking waiters as a release does (default: unsupported) |
 //!
 //! Waiting lives inside `acquire` because how a waiter learns of a release is what distinguishes
 //! backends: Redis must subscribe *before* the attempt that fails, ZooKeeper's queue entry *is* the
@@ -20,6 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+pub use crate::inspect::{token_parts, LockInfo};
 use crate::Result;
 
 #[cfg(any(feature = "mysql", feature = "postgres", feature = "zookeeper"))]
@@ -134,6 +138,49 @@ pub trait Backend: Send + Sync + 'static {
     /// does nothing, for backends whose connections close when dropped.
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    /// The holder of `key` (owner from its token, see [`token_parts`]; fence; lease left), or
+    /// `None` when nobody holds it. The default answers [`Error::Unsupported`](crate::Error::Unsupported).
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached.
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        let _ = key;
+        Box::pin(async move { Err(unsupported(self.name(), "inspect")) })
+    }
+
+    /// Every held lock whose key starts with `prefix` (all of them for `""`), sorted by key.
+    /// The cost must be bounded by the locks under the prefix (an index range, a `SCAN` with a
+    /// pattern), never a full read of the server. The default answers
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        let _ = prefix;
+        Box::pin(async move { Err(unsupported(self.name(), "list")) })
+    }
+
+    /// Removes whoever holds `key`, as that holder's own release would (waiters are woken);
+    /// `Ok(false)` when nobody held it. The old holder's next renewal or release finds the lock
+    /// gone. The default answers [`Error::Unsupported`](crate::Error::Unsupported).
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached.
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        let _ = key;
+        Box::pin(async move { Err(unsupported(self.name(), "force_release")) })
+    }
+}
+
+fn unsupported(backend: &'static str, what: &str) -> crate::Error {
+    crate::Error::Unsupported {
+        backend,
+        what: format!(
+            "`{what}` (a custom backend that does not implement `Backend::{what}`; every built-in \
+             backend does)"
+        ),
     }
 }
 
@@ -338,5 +385,17 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         (**self).close()
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        (**self).inspect(key)
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        (**self).list(prefix)
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        (**self).force_release(key)
     }
 }
