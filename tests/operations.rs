@@ -223,7 +223,8 @@ async fn redis() {
 #[cfg(feature = "redlock")]
 #[tokio::test]
 async fn redlock() {
-    let servers: Vec<support::RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let servers: Vec<support::RedisServer> =
+        (0..3).map(|_| support::RedisServer::start()).collect();
     let hosts: Vec<String> = servers
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port))

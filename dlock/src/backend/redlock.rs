@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 
 use super::redis::{manager_config, ttl_ms, RedisKeys, EXTEND, RELEASE};
-use super::{jitter, remaining, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, token_parts, Backend, BoxFuture, Grant, LockInfo};
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 
@@ -172,6 +172,59 @@ impl RedlockBackend {
             // watchdog retries until the lease deadline) rather than a loss.
             Err(self.no_quorum(op.name(), yes + no))
         }
+    }
+
+    /// The token a quorum of nodes hold for `key` and the lease left on that quorum (the
+    /// quorum-th longest); `None` when no token has a quorum. An error when too few nodes
+    /// answered to tell.
+    async fn holder(&self, key: &str) -> Result<Option<(String, LockInfo)>> {
+        let keys = RedisKeys::new(key);
+        let reads = self.nodes.iter().map(|node| {
+            let mut con = node.clone();
+            let name = keys.lock.clone();
+            Box::pin(async move {
+                let mut pipe = redis::pipe();
+                pipe.get(&name).pttl(&name);
+                let read = pipe.query_async::<(Option<String>, i64)>(&mut con);
+                tokio::time::timeout(Duration::from_millis(500), read).await
+            })
+        });
+        let answers = super::join_all(reads.collect()).await;
+        let mut held: Vec<(String, i64)> = Vec::new();
+        let mut answered = 0;
+        for answer in answers {
+            if let Ok(Ok((value, pttl))) = answer {
+                answered += 1;
+                if let Some(token) = value {
+                    held.push((token, pttl));
+                }
+            }
+        }
+        let holder = held
+            .iter()
+            .map(|(t, _)| t)
+            .find(|t| held.iter().filter(|(other, _)| other == *t).count() >= self.quorum());
+        let Some(token) = holder.cloned() else {
+            // Without a quorum answering, a holder on the silent nodes cannot be ruled out.
+            if answered < self.quorum() {
+                return Err(self.no_quorum("inspect", answered));
+            }
+            return Ok(None);
+        };
+        let mut left: Vec<i64> = held
+            .iter()
+            .filter(|(t, _)| *t == token)
+            .map(|(_, pttl)| *pttl)
+            .collect();
+        left.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_left = left.get(self.quorum() - 1).copied().unwrap_or(-1);
+        let info = LockInfo {
+            key: key.to_owned(),
+            owner: token_parts(&token).1.map(str::to_owned),
+            fence: None,
+            expires_in: u64::try_from(quorum_left).ok().map(Duration::from_millis),
+        };
+        Ok(Some((token, info)))
     }
 
     fn no_quorum(&self, what: &str, answered: usize) -> Error {
@@ -317,5 +370,59 @@ impl Backend for RedlockBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.quorum_of(Op::Extend(ttl), key, token))
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(async move { Ok(self.holder(key).await?.map(|(_, info)| info)) })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move {
+            // The keys under the prefix on any node (a lock held by a quorum is on a majority),
+            // then each one's quorum holder.
+            let pattern = super::redis::inspect::pattern(prefix);
+            let scans = self.nodes.iter().map(|node| {
+                let (mut con, pattern) = (node.clone(), pattern.clone());
+                Box::pin(async move {
+                    let scan = super::redis::inspect::scan(&mut con, &pattern);
+                    tokio::time::timeout(Duration::from_secs(5), scan).await
+                })
+            });
+            let mut keys: Vec<String> = Vec::new();
+            let mut answered = 0;
+            for scan in super::join_all(scans.collect()).await {
+                if let Ok(Ok(names)) = scan {
+                    answered += 1;
+                    keys.extend(
+                        names
+                            .iter()
+                            .filter_map(|n| super::redis::inspect::user_key(n))
+                            .filter(|k| k.starts_with(prefix)),
+                    );
+                }
+            }
+            if answered < self.quorum() {
+                return Err(self.no_quorum("list", answered));
+            }
+            keys.sort();
+            keys.dedup();
+            let mut held = Vec::new();
+            for key in keys {
+                if let Some((_, info)) = self.holder(&key).await? {
+                    held.push(info);
+                }
+            }
+            Ok(held)
+        })
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            // The quorum holder's own release, on every node.
+            match self.holder(key).await? {
+                Some((token, _)) => self.quorum_of(Op::Release, key, &token).await,
+                None => Ok(false),
+            }
+        })
     }
 }

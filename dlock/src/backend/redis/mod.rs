@@ -77,6 +77,7 @@
 //! whose `CONFIG` is not readable is accepted with a warning.
 
 mod connection;
+pub(crate) mod inspect;
 mod scripts;
 pub mod sentinel;
 
@@ -89,7 +90,7 @@ use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{Notify, OnceCell};
 
-use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant, MIN_ANSWER_TIME};
+use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant, LockInfo, MIN_ANSWER_TIME};
 use crate::backend::tls::{TlsFiles, TlsParams};
 
 use crate::backend::url_params::mask_password;
@@ -1305,6 +1306,36 @@ impl Backend for RedisBackend {
                 }
                 done => done,
             }
+        })
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(async move {
+            let keys = RedisKeys::new(key);
+            Ok(inspect::holder(self, key, &keys)
+                .await?
+                .map(|(_, info)| info))
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(inspect::list(self, prefix))
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let keys = RedisKeys::new(key);
+            // The holder's own release (its notice or hand-off wakes waiters as usual). A
+            // holder that changed between the read and the release is read again.
+            for _ in 0..3 {
+                let Some((token, _)) = inspect::holder(self, key, &keys).await? else {
+                    return Ok(false);
+                };
+                if self.release(key, &token).await? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         })
     }
 }

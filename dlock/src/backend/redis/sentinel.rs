@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::RedisBackend;
 use crate::backend::url_params::mask_password;
-use crate::backend::{Backend, BoxFuture, Grant};
+use crate::backend::{Backend, BoxFuture, Grant, LockInfo};
 use crate::{Error, Result};
 
 const NAME: &str = "redis";
@@ -315,5 +315,17 @@ impl Backend for SentinelBackend {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move { self.primary().backend.close().await })
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(self.on_primary(move |b| Box::pin(async move { b.inspect(key).await })))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(self.on_primary(move |b| Box::pin(async move { b.list(prefix).await })))
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.on_primary(move |b| Box::pin(async move { b.force_release(key).await })))
     }
 }
