@@ -261,3 +261,60 @@ async fn etcd() {
     let (a, b) = pair("etcd", &support::etcd_url()).await;
     check_operations(a, b).await;
 }
+
+/// Every metric is recorded with the backend and outcome as labels, never the key.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of this test process");
+    let locker = Locker::memory();
+    let key = support::unique("metrics");
+    let held = locker
+        .lock(&key)
+        .ttl(Duration::from_millis(600))
+        .watchdog(true)
+        .await
+        .unwrap();
+    let busy = support::in_another_task(locker.lock(&key).wait(Duration::from_millis(50))).await;
+    assert!(busy.unwrap_err().is_busy());
+    tokio::time::sleep(Duration::from_millis(500)).await; // two renewals (every 200 ms)
+    assert!(locker.force_release(&key).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), held.lost())
+        .await
+        .expect("lost");
+    drop(held);
+    let again = locker.lock(&key).await.unwrap();
+    again.release().await.unwrap();
+
+    let text = handle.render();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let acquired = r#"dlock_acquisitions_total{backend="memory",outcome="acquired"}"#;
+    assert_eq!(value(acquired), 2.0);
+    assert_eq!(
+        value(r#"dlock_acquisitions_total{backend="memory",outcome="busy"}"#),
+        1.0
+    );
+    assert!(value(r#"dlock_renewals_total{backend="memory",outcome="renewed"}"#) >= 1.0);
+    assert_eq!(value(r#"dlock_losses_total{backend="memory"}"#), 1.0);
+    assert_eq!(
+        value(r#"dlock_force_releases_total{backend="memory"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"dlock_hold_seconds_count{backend="memory"}"#), 2.0);
+    assert_eq!(
+        value(r#"dlock_wait_seconds_count{backend="memory",outcome="busy"}"#),
+        1.0
+    );
+    assert!(!text.contains(&key), "a key never becomes a label");
+}

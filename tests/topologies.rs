@@ -519,6 +519,21 @@ async fn sentinel_failover_with_replicas_keeps_every_lock_and_fence() {
     let b = support::connect("Redis Sentinel", &url).await;
     let c = support::connect("Redis Sentinel", &url).await;
     let held = c.lock("held-across").await.expect("lock");
+    // Inspection goes to the primary the Sentinels name.
+    let info = a
+        .inspect("held-across")
+        .await
+        .expect("inspect")
+        .expect("held");
+    assert_eq!(
+        (info.owner.as_deref(), info.fence),
+        (Some(c.owner()), held.fence())
+    );
+    let listed = a.list("held-").await.expect("list");
+    assert_eq!(
+        listed.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        ["held-across"]
+    );
     let set = Arc::new(Mutex::new(set));
     let killer = set.clone();
     let report = contend_through(
@@ -695,6 +710,28 @@ async fn redis_cluster_locks_across_slots_and_survives_a_primary_failover() {
     }
     for key in &keys {
         support::contend(&[a.clone(), b.clone()], key, 4, 10).await;
+    }
+    // Listing scans every primary; force-release reaches the key's primary.
+    let mut guards = Vec::new();
+    for key in &keys {
+        guards.push(a.lock(key.as_str()).ttl(10 * SECOND).await.expect("lock"));
+    }
+    let listed: Vec<String> = b
+        .list("slot")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "one key on each primary");
+    for key in &keys {
+        assert!(b.force_release(key).await.expect("force-release"));
+        assert_eq!(b.inspect(key).await.expect("inspect"), None);
+    }
+    for guard in guards {
+        assert!(guard.release().await.is_err(), "force-released");
     }
     // A waiter of another Locker is woken by the release's sharded notice, on every primary: it
     // has the lock a few milliseconds after the release (measured 1.5-2.5 ms), where without

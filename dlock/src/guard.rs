@@ -46,6 +46,8 @@ struct Live {
     lease: Lease,
     /// The key claimed by the task that acquired it, until released.
     claim: Claim,
+    /// When the acquire returned (for the hold-time metric).
+    acquired_at: Instant,
 }
 
 impl std::fmt::Debug for Live {
@@ -58,12 +60,14 @@ impl std::fmt::Debug for Live {
 }
 
 impl LockGuard {
+    #[allow(clippy::too_many_arguments)] // crate-private: the parts of one acquisition
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
         key: Arc<str>,
         token: Arc<str>,
         fence: Option<u64>,
         waited: Duration,
+        acquired_at: Instant,
         lease: Lease,
         claim: Claim,
     ) -> Self {
@@ -76,6 +80,7 @@ impl LockGuard {
                 token,
                 lease,
                 claim,
+                acquired_at,
             }),
         }
     }
@@ -178,6 +183,7 @@ impl LockGuard {
         let Some(live) = self.live.take() else {
             return Ok(());
         };
+        crate::telemetry::hold(live.backend.name(), live.acquired_at.elapsed());
         if released && was_held {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
             Ok(())
@@ -210,10 +216,12 @@ impl Drop for LockGuard {
             token,
             lease,
             claim,
+            acquired_at,
         }) = self.live.take()
         else {
             return;
         };
+        crate::telemetry::hold(backend.name(), acquired_at.elapsed());
         drop(lease); // stops renewing
         let key = self.key.clone();
         let fence = self.fence;

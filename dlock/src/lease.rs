@@ -109,6 +109,7 @@ impl LeaseState {
     /// Marks the lease lost (idempotent); logs once.
     pub(crate) fn mark_lost(&self, why: &str) {
         if self.held.send_replace(false) {
+            crate::telemetry::loss(self.backend);
             tracing::warn!(target: "dlock", key = &*self.key, backend = self.backend, reason = why, "lock lease lost");
         }
     }
@@ -252,6 +253,7 @@ async fn run(task: LeaseTask, sent_at: Instant) {
                 state.set_deadline(now, spec.ttl);
                 drop(changing);
                 next_renewal = now + renew_every;
+                crate::telemetry::renewal(name, true);
                 tracing::trace!(target: "dlock", key = &*key, backend = name, "lock lease renewed");
             }
             Ok(Ok(false)) => {
@@ -259,6 +261,7 @@ async fn run(task: LeaseTask, sent_at: Instant) {
                 return;
             }
             Ok(Err(e)) => {
+                crate::telemetry::renewal(name, false);
                 tracing::debug!(target: "dlock", key = &*key, backend = name, error = %e, "lock renewal failed; retrying");
                 next_renewal = now + retry_every;
             }

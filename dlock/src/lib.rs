@@ -34,6 +34,14 @@
 //! `#[distributed_lock]`; `tls` for TLS (rustls) on every backend compiled in (see
 //! [`Locker::connect`] for the URL forms). The in-memory backend is always compiled.
 //!
+//! # Metrics
+//! With the cargo feature `metrics`, dlock reports through the [`metrics`](https://docs.rs/metrics)
+//! facade to whatever recorder the program installs: `dlock_acquisitions_total` and
+//! `dlock_wait_seconds` (labels `backend`, `outcome` = `acquired`/`busy`/`error`),
+//! `dlock_hold_seconds`, `dlock_renewals_total` (`outcome` = `renewed`/`failed`),
+//! `dlock_losses_total`, `dlock_force_releases_total`. Labels never include the key.
+//! `examples/metrics.rs` serves them to Prometheus.
+//!
 //! # Tracing
 //! Every acquire, busy wait, renewal, release and loss emits a `tracing` event with target
 //! `dlock` and fields `key`, `backend`, `fence`, `waited_ms` (losses at `WARN`, renewals at
@@ -54,6 +62,7 @@ mod registry;
 mod reopen;
 mod request;
 mod runtime;
+mod telemetry;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;

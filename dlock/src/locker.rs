@@ -331,6 +331,7 @@ impl Locker {
         non_empty(key)?;
         let freed = self.backend.force_release(key).await?;
         if freed {
+            crate::telemetry::force_release(self.backend.name());
             tracing::warn!(target: "dlock", key, backend = self.backend.name(), "lock force-released");
         }
         Ok(freed)

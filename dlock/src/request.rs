@@ -4,6 +4,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::telemetry::{self, Outcome};
 use crate::backend::{Backend, BoxFuture};
 use crate::lease::{Lease, LeaseSpec};
 use crate::locker::{Holder, Shared};
@@ -150,10 +151,17 @@ impl LockRequest {
             shared: shared.clone(),
             lease: spec.ttl,
         };
-        let grant = backend.acquire(&key, &token, spec.ttl, deadline).await?;
+        let grant = match backend.acquire(&key, &token, spec.ttl, deadline).await {
+            Ok(grant) => grant,
+            Err(e) => {
+                telemetry::acquire(backend.name(), Outcome::Error, started.elapsed());
+                return Err(e);
+            }
+        };
         let waited = started.elapsed();
         let Some(grant) = grant else {
             cancel.backend = None;
+            telemetry::acquire(backend.name(), Outcome::Busy, waited);
             tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), waited_ms = waited.as_millis() as u64, "lock busy");
             return Err(Error::Busy {
                 key: key.to_string(),
@@ -161,6 +169,7 @@ impl LockRequest {
             });
         };
         cancel.backend = None;
+        telemetry::acquire(backend.name(), Outcome::Acquired, waited);
         tracing::debug!(
             target: "dlock",
             key = &*key,
@@ -185,6 +194,7 @@ impl LockRequest {
             token,
             grant.fence,
             waited,
+            started + waited,
             lease,
             claim,
         ))
