@@ -11,14 +11,16 @@
 //!
 //! # Recipe
 //! - acquire: grant a lease of the lock's `ttl` (whole seconds, rounded up; the server may raise
-//!   it to its minimum), then one transaction: *if* `create_revision(<root>/<key>/<token>) == 0`
-//!   *then* put it with that lease. Then list `<root>/<key>/`: the key with the lowest
-//!   `create_revision` holds the lock.
+//!   it to its minimum), then one transaction: *if* `create_revision(<root>/<key>/<id>) == 0`
+//!   *then* put it with that lease, where `<id>` is the token's random id (the 32 hex digits
+//!   before the owner, see [`token_parts`]) and the value records the owner (see "Values").
+//!   Then list `<root>/<key>/`: the key with the lowest `create_revision` holds the lock.
 //! - wait: watch the key just ahead (the highest `create_revision` below ours) from the listing's
 //!   revision on, for its deletion; then list again. One release wakes one waiter, FIFO.
 //! - release: delete our key and revoke its lease (which would delete it too).
-//! - lease: the watchdog's renewal is a keep-alive of the lease (`TTL 0` back: the lease expired,
-//!   the lock is lost); an `extend` to another length moves the key to a new lease (an update of
+//! - lease: the watchdog's renewal is a keep-alive of the lease (`TTL 0` back: the lease expired
+//!   or was revoked, the lock is lost), then a check that the key is still there (it may have
+//!   been deleted by a force-release or by hand); an `extend` to another length moves the key to a new lease (an update of
 //!   the key, so its `create_revision`, the fence, stays).
 //!
 //! # Fence
@@ -28,7 +30,29 @@
 //!
 //! # Keys
 //! The user key is percent-encoded (`%` and `/` only) into one path segment, so no lock's prefix
-//! is a prefix of another's; etcd keys are bytes, so nothing else needs mapping.
+//! is a prefix of another's; etcd keys are bytes, so nothing else needs mapping. Each character
+//! is encoded on its own, and an escape is always `%` and two characters, so a key starts with
+//! `p` exactly when its encoding starts with `p`'s: a prefix of keys is a range of etcd keys.
+//!
+//! # Values
+//! The value of an acquisition's key is UTF-8 text: the line `dlock1`, then the owner (the part
+//! of the token after its id; empty when the token carries none; newlines made `?`). A value
+//! that does not start with `dlock1` and a newline (an older dlock's empty value, another
+//! client's) gives an unknown owner (`None`). A renewal that moves the key to a longer lease
+//! keeps the value.
+//!
+//! # Inspection
+//! The holder of a key is the lowest `create_revision` under `<root>/<key>/` (one range read,
+//! sorted by create revision, limit 1); its value gives the owner, its create revision the
+//! fence, and a `LeaseTimeToLive` of its lease the time left, in whole seconds rounded down as
+//! etcd reports it. `list(prefix)` reads the range `<root>/<encoded prefix>`, in pages of 500
+//! keys (waiters' keys included, so the cost is the locks under the prefix and their queues),
+//! groups by lock, and asks the lease of each holder, a few dozen at a time. `force_release`
+//! deletes the holder's key in a transaction on its `create_revision` (only the key read: one
+//! released meanwhile is not taken for its successor), which fires its waiter's watch as a
+//! release does, and revokes
+//! its lease: the old holder's next renewal finds the lease gone (`TTL 0`) or its key missing,
+//! and fires `lost()`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,10 +63,12 @@ use etcd_client::{
     TxnOpResponse, WatchOptions,
 };
 
-use super::{diagnose, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::{diagnose, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, LockInfo};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
+
+mod inspect;
 
 const NAME: &str = "etcd";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -340,6 +366,12 @@ impl EtcdBackend {
         format!("{}/{}/", self.root, encode_key(key))
     }
 
+    /// The etcd key of `token`'s acquisition under a lock's `prefix`: the token's id only (its
+    /// owner, which may contain `/`, goes into the value).
+    fn lock_path(prefix: &str, token: &str) -> Vec<u8> {
+        format!("{prefix}{}", token_parts(token).0).into_bytes()
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -363,7 +395,7 @@ impl EtcdBackend {
             .when([Compare::create_revision(path, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 path,
-                Vec::new(),
+                inspect::key_value(token),
                 Some(PutOptions::new().with_lease(lease.id())),
             )])
             .or_else([TxnOp::get(path, None)]);
@@ -416,7 +448,7 @@ impl EtcdBackend {
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>> {
         let prefix = self.prefix(key);
-        let path = format!("{prefix}{token}").into_bytes();
+        let path = Self::lock_path(&prefix, token);
         let created_at = Instant::now();
         let (held, mine) = within_wait(NAME, deadline, self.create(&path, ttl, token)).await?;
         let mut client = self.client.clone();
@@ -532,6 +564,27 @@ impl Backend for EtcdBackend {
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
         Box::pin(self.retrying(until, move || self.extend_inner(key, token, ttl)))
     }
+
+    /// The lowest `create_revision` under the lock's prefix: owner from its value, that
+    /// revision as fence, time left on its lease. See "Inspection" in the module docs.
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        Box::pin(self.retrying(until, move || self.inspect_inner(key)))
+    }
+
+    /// One key range read (in pages) and one lease lookup per holder. See "Inspection" in
+    /// the module docs.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        Box::pin(self.retrying(until, move || self.list_inner(prefix)))
+    }
+
+    /// Deletes the holder's key (its waiter's watch fires) and revokes its lease. See
+    /// "Inspection" in the module docs.
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        Box::pin(self.retrying(until, move || self.force_release_inner(key)))
+    }
 }
 
 /// How long a request is tried again while the cluster cannot answer it (a member died, an
@@ -591,7 +644,7 @@ impl EtcdBackend {
 
 impl EtcdBackend {
     async fn release_inner(&self, key: &str, token: &str) -> Result<bool> {
-        let path = format!("{}{token}", self.prefix(key)).into_bytes();
+        let path = Self::lock_path(&self.prefix(key), token);
         let known = self.held().remove(token);
         match known {
             Some(held) => self.remove(&held).await,
@@ -612,7 +665,7 @@ impl EtcdBackend {
             // Not known here (this Locker reconnected since the acquire): the key and its
             // lease are on the server; find them.
             None => {
-                let path = format!("{}{token}", self.prefix(key)).into_bytes();
+                let path = Self::lock_path(&self.prefix(key), token);
                 let found = client
                     .get(path.clone(), None)
                     .await
@@ -638,14 +691,17 @@ impl EtcdBackend {
         if lease_secs(ttl) <= held.ttl_s {
             // Renew to the granted length (never longer than the client records: the
             // lease task records `ttl`, at most the granted length).
-            let (mut keeper, mut stream) = client
-                .lease_keep_alive(held.lease)
-                .await
-                .map_err(|e| self.err(e))?;
-            keeper.keep_alive().await.map_err(|e| self.err(e))?;
-            let answer = stream.message().await.map_err(|e| self.err(e))?;
-            if answer.is_none_or(|a| a.ttl() <= 0) {
-                return Ok(false);
+            // Opening the keep-alive stream sends one keep-alive and reads its answer: that is
+            // the renewal. The client reports an answer of `TTL 0` (the lease expired, or was
+            // revoked by a force-release) as this error: the lock is lost, not unreachable.
+            match client.lease_keep_alive(held.lease).await {
+                Ok(_) => {}
+                Err(etcd_client::Error::LeaseKeepAliveError(why))
+                    if why.contains("lease not found") =>
+                {
+                    return Ok(false)
+                }
+                Err(e) => return Err(self.err(e)),
             }
             // The lease lives; the key must too (it may have been deleted by hand).
             let there = client
@@ -669,7 +725,8 @@ impl EtcdBackend {
             .and_then([TxnOp::put(
                 held.path.clone(),
                 Vec::new(),
-                Some(PutOptions::new().with_lease(lease.id())),
+                // The value (the owner) stays.
+                Some(PutOptions::new().with_lease(lease.id()).with_ignore_value()),
             )]);
         let moved = client.txn(txn).await.map_err(|e| self.err(e))?.succeeded();
         if !moved {

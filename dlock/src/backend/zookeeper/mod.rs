@@ -28,10 +28,13 @@
 //! deletes by itself once its last child is gone; a persistent node on servers older than 3.5.3).
 //! To acquire:
 //!
-//! 1. create the EPHEMERAL_SEQUENTIAL node `/<root>/<encoded key>/<token>-` (the server appends a
-//!    10-digit sequence number). The token in the name ("protection mode" in Curator) lets
-//!    `release` find a node whose `create` was sent by an acquire that was then cancelled, and lets
-//!    a create retried after a connection loss find the node the first attempt made;
+//! 1. create the EPHEMERAL_SEQUENTIAL node `/<root>/<encoded key>/<id>-` (the server appends a
+//!    10-digit sequence number), where `<id>` is the token's random id (the 32 hex digits before
+//!    the owner, see [`token_parts`]; the owner may contain `/` and stays out of names). The id
+//!    in the name ("protection mode" in Curator) lets `release` find a node whose `create` was
+//!    sent by an acquire that was then cancelled, and lets a create retried after a connection
+//!    loss find the node the first attempt made. The node's data records the owner (see "Node
+//!    data"), written by the same `create`;
 //! 2. list the children and sort them by sequence number: the lowest holds the lock;
 //! 3. otherwise set a watch on the **immediate predecessor only** (`getData` + watch) and wait for
 //!    it to go away, or for the deadline, or for the session to end; then go back to 2.
@@ -56,6 +59,35 @@
 //!   digits of the SHA-256 of the whole key. `%~` never occurs in an escaped key (an escape is
 //!   always `%` and two upper-case hex digits), so a digested key never equals a short one; two
 //!   long keys collide only if their SHA-256 digests do.
+//!
+//! # Node data
+//!
+//! A lock node's data is UTF-8 text: the line `dlock1`, then the owner (the part of the token
+//! after its id; an empty line when the token carries none), and for a digested key (one whose
+//! segment has `%~`) a third line with the whole key, so that [`Backend::list`] can report it
+//! (it may contain newlines: it runs to the end of the data; keys over 64 KiB are not stored
+//! and such locks are not listed, though [`Backend::inspect`] still finds them by key):
+//!
+//! ```text
+//! dlock1
+//! billing-7f9c
+//! order:42/…a very long key…
+//! ```
+//!
+//! Data that does not start with `dlock1` and a newline (a node of an older dlock, which wrote
+//! none, or of another client) gives an unknown owner (`None`) and no stored key.
+//!
+//! # Inspection
+//!
+//! The holder of a key is the lowest node of its queue: `inspect` lists the queue and reads that
+//! node (its data gives the owner, its `czxid` the fence; `expires_in` is always `None`, the lease
+//! being the holder's session). `force_release` deletes that node, which wakes the successor's
+//! watch as a release does; the old holder's next watchdog renewal finds its node gone and fires
+//! `lost()`, and its `release` gives [`Error::Lost`]. `list(prefix)` lists the root's children
+//! once (names only: ZooKeeper has no range query, so this one request grows with every queue
+//! under the root), decodes each name, and reads the queue and holder only of those whose key
+//! starts with `prefix` (a digested name is read when its readable part agrees with `prefix`; its
+//! key then comes from the holder's data), a few dozen queues at a time.
 //!
 //! # Fence
 //!
@@ -93,10 +125,12 @@ use tokio::sync::watch;
 use zookeeper_client as zk;
 
 use super::digest::sha256_hex;
-use super::{diagnose, jitter, Backend, BoxFuture, Grant};
+use super::{diagnose, jitter, token_parts, Backend, BoxFuture, Grant, LockInfo};
 use crate::backend::tls::{TlsFiles, TlsParams};
 use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
+
+mod inspect;
 
 const NAME: &str = "zookeeper";
 const DEFAULT_ROOT: &str = "/dlock";
@@ -106,6 +140,8 @@ const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PLAIN_KEY: usize = 200;
 /// How much of a digested key's escaped form is kept, for readability.
 const DIGESTED_PREFIX: usize = 120;
+/// What separates that kept part from the digest in a digested key's path segment.
+const DIGEST_MARK: &str = "%~";
 /// How many times an acquire starts over in a new session after its session ended.
 const SESSION_RETRIES: u32 = 3;
 
@@ -399,13 +435,18 @@ fn encode_key(key: &str) -> String {
             }
         }
         out.truncate(cut);
-        out.push_str("%~");
+        out.push_str(DIGEST_MARK);
         out.push_str(&sha256_hex(key.as_bytes()));
     }
     out
 }
 
-/// The sequence number of a lock node name `<token>-<digits>`.
+/// Whether the lock node `name` belongs to the token with id `id` (`<id>-<digits>`).
+fn node_of(name: &str, id: &str) -> bool {
+    name.strip_prefix(id).is_some_and(|r| r.starts_with('-'))
+}
+
+/// The sequence number of a lock node name `<id>-<digits>`.
 fn sequence_of(name: &str) -> Option<i64> {
     let (_, digits) = name.rsplit_once('-')?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -775,16 +816,18 @@ impl ZookeeperBackend {
         }
     }
 
-    /// Creates this token's lock node under `dir`; returns its name, its czxid, when the
-    /// create that made it was sent, and whether a create was retried after a lost reply (a
-    /// ghost node of the token may exist).
+    /// Creates the lock node of the token with id `id` under `dir`, holding `data` (see
+    /// "Node data" in the module docs); returns its name, its czxid, when the create that made
+    /// it was sent, and whether a create was retried after a lost reply (a ghost node of the
+    /// token may exist).
     async fn create_node(
         &self,
         session: &Session,
         dir: &str,
-        token: &str,
+        id: &str,
+        data: &[u8],
     ) -> Result<(String, i64, Instant, bool), Fail> {
-        let prefix = format!("{dir}/{token}-");
+        let prefix = format!("{dir}/{id}-");
         let mut delay = Duration::from_millis(20);
         let mut attempt = 0;
         let mut retried = false;
@@ -797,18 +840,18 @@ impl ZookeeperBackend {
                 // find it is skipped (as on a lagging server): a ghost node of the token.
                 let _ = session
                     .client
-                    .create(&prefix, &[], &self.inner.node_options.lock)
+                    .create(&prefix, data, &self.inner.node_options.lock)
                     .await;
                 retried = true;
                 continue;
             }
             match session
                 .client
-                .create(&prefix, &[], &self.inner.node_options.lock)
+                .create(&prefix, data, &self.inner.node_options.lock)
                 .await
             {
                 Ok((stat, seq)) => {
-                    return Ok((format!("{token}-{seq}"), stat.czxid, sent_at, retried))
+                    return Ok((format!("{id}-{seq}"), stat.czxid, sent_at, retried))
                 }
                 Err(zk::Error::NoNode) if attempt < 10 => self.make_dir(session, dir).await?,
                 Err(zk::Error::ConnectionLoss) if session.alive() && attempt < 10 => {
@@ -820,7 +863,7 @@ impl ZookeeperBackend {
                     if let Some(name) = found
                         .unwrap_or_default()
                         .into_iter()
-                        .find(|c| c.strip_prefix(token).is_some_and(|r| r.starts_with('-')))
+                        .find(|c| node_of(c, id))
                     {
                         let path = format!("{dir}/{name}");
                         let stat = Self::retry(session, || session.client.check_stat(&path))
@@ -866,10 +909,12 @@ impl ZookeeperBackend {
         session: &Arc<Session>,
         dir: &str,
         token: &str,
+        data: &[u8],
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>, Fail> {
+        let id = token_parts(token).0;
         let (name, czxid, created_at, ghost_possible) =
-            self.create_node(session, dir, token).await?;
+            self.create_node(session, dir, id, data).await?;
         let path = format!("{dir}/{name}");
         self.nodes().insert(
             token.to_owned(),
@@ -894,14 +939,12 @@ impl ZookeeperBackend {
             };
             // Another node of our token (a create retried after a lost reply, whose first try
             // showed up late) would block us from ahead or be left behind us: remove it.
-            for ghost in children.iter().filter(|c| {
-                **c != name && c.strip_prefix(token).is_some_and(|r| r.starts_with('-'))
-            }) {
+            for ghost in children.iter().filter(|c| **c != name && node_of(c, id)) {
                 Self::delete(session, &format!("{dir}/{ghost}")).await?;
             }
             let mut queue: Vec<(i64, &str)> = children
                 .iter()
-                .filter(|c| **c == name || !c.starts_with(token))
+                .filter(|c| **c == name || !node_of(c, id))
                 .filter_map(|c| sequence_of(c).map(|n| (n, c.as_str())))
                 .collect();
             queue.sort_unstable();
@@ -969,10 +1012,11 @@ impl ZookeeperBackend {
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>, Fail> {
         let dir = self.key_path(key);
+        let data = inspect::node_data(token, key, &dir);
         let mut retries = 0;
         loop {
             let session = self.session().await?;
-            match self.queue(&session, &dir, token, deadline).await {
+            match self.queue(&session, &dir, token, &data, deadline).await {
                 Err(f)
                     if f.session_ended()
                         && !session.alive()
@@ -991,6 +1035,7 @@ impl ZookeeperBackend {
 
     async fn release_inner(&self, key: &str, token: &str) -> Result<bool, Fail> {
         let dir = self.key_path(key);
+        let id = token_parts(token).0;
         let node = self.nodes().remove(token).filter(|n| n.dir == dir);
         if let Some(node) = node {
             let session = if node.session.alive() {
@@ -1002,7 +1047,7 @@ impl ZookeeperBackend {
             };
             let deleted = Self::delete(&session, &node.path).await?;
             if node.ghost_possible {
-                Self::delete_all_of(&session, &dir, token).await?;
+                Self::delete_all_of(&session, &dir, id).await?;
             }
             return Ok(deleted);
         }
@@ -1010,21 +1055,18 @@ impl ZookeeperBackend {
         // sending its create. Requests of one session are processed in order, so the listing
         // sees that node (and any ghost of a retried create).
         let session = self.session().await?;
-        Self::delete_all_of(&session, &dir, token).await
+        Self::delete_all_of(&session, &dir, id).await
     }
 
-    /// Deletes every node of `token` under `dir`; `true` when there was one.
-    async fn delete_all_of(session: &Session, dir: &str, token: &str) -> Result<bool, Fail> {
+    /// Deletes every node of the token with id `id` under `dir`; `true` when there was one.
+    async fn delete_all_of(session: &Session, dir: &str, id: &str) -> Result<bool, Fail> {
         let children = match Self::retry(session, || session.client.list_children(dir)).await {
             Ok(c) => c,
             Err(zk::Error::NoNode) => return Ok(false),
             Err(e) => return Err(Fail::op("list lock queue", dir)(e)),
         };
         let mut deleted = false;
-        for name in children
-            .iter()
-            .filter(|c| c.strip_prefix(token).is_some_and(|r| r.starts_with('-')))
-        {
+        for name in children.iter().filter(|c| node_of(c, id)) {
             deleted |= Self::delete(session, &format!("{dir}/{name}")).await?;
         }
         Ok(deleted)
@@ -1076,6 +1118,25 @@ impl Backend for ZookeeperBackend {
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move { Ok(self.extend_inner(key, token).await?) })
+    }
+
+    /// The owner of the lowest node in the key's queue (from its data), its czxid as fence;
+    /// `expires_in` is `None`: the lease is the holder's session. See "Inspection" in the
+    /// module docs.
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(async move { Ok(self.inspect_inner(key).await?) })
+    }
+
+    /// One listing of the root's children, then the holder of each queue whose key starts
+    /// with `prefix`. See "Inspection" in the module docs.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move { Ok(self.list_inner(prefix).await?) })
+    }
+
+    /// Deletes the lowest node of the key's queue, which wakes its successor's watch as a
+    /// release does; the old holder's next renewal finds its node gone.
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(self.force_release_inner(key).await?) })
     }
 
     /// Drops the sessions: once the last handle on a session is gone, the client sends
