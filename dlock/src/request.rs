@@ -4,10 +4,10 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::telemetry::{self, Outcome};
 use crate::backend::{Backend, BoxFuture};
 use crate::lease::{Lease, LeaseSpec};
 use crate::locker::{Holder, Shared};
+use crate::telemetry::{self, Outcome};
 use crate::{runtime, Error, LockGuard, Locker, Result};
 
 /// The lease of a lock taken without [`LockRequest::ttl`]: 30 s, renewed every 10 s.
