@@ -15,16 +15,19 @@
 //!
 //! The classic lock table that many existing lock implementations use, `distributed_lock` (an
 //! auto-increment `id`, a unique `lock_name`, the holder's `secret_key`), plus the lease end
-//! `expire_at`. Its name is set with `?table=` (letters, digits, `_` and `$`, at most 64, always
+//! `expire_at` and, for [inspection](#inspection), the holder's `owner` and the key as written
+//! (`lock_key`). Its name is set with `?table=` (letters, digits, `_` and `$`, at most 64, always
 //! quoted with backticks). It is created at [`connect`](MysqlBackend::connect) when missing:
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS `distributed_lock` (
 //!   id          BIGINT       NOT NULL AUTO_INCREMENT,  -- the fence
 //!   lock_name   VARCHAR(255) NOT NULL,                 -- the mapped key (see below)
-//!   secret_key  VARCHAR(64)  NOT NULL,                 -- the holder's token (uuid v4)
+//!   secret_key  VARCHAR(64)  NOT NULL,                 -- the holder's token id (32 hex digits)
 //!   create_time DATETIME     NOT NULL DEFAULT CURRENT_TIMESTAMP,
 //!   expire_at   DATETIME(6)  NOT NULL DEFAULT '1000-01-01 00:00:00',  -- lease end, UTC
+//!   owner       VARCHAR(128) CHARACTER SET utf8mb4 NULL,  -- who holds it (Locker::owner)
+//!   lock_key    MEDIUMTEXT   CHARACTER SET utf8mb4 NULL,  -- the key, when lock_name is a digest
 //!   PRIMARY KEY (id),
 //!   UNIQUE KEY uk_lock_name (lock_name)
 //! ) ENGINE=InnoDB
@@ -36,6 +39,12 @@
 //! ``ALTER TABLE `distributed_lock` ADD COLUMN `expire_at` DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00'``
 //! (rows written by code that knows no lease then count as expired, so they can be taken over).
 //!
+//! A table made by an older dlock, without `owner` and `lock_key`, gets them at `connect`
+//! (``ALTER TABLE `distributed_lock` ADD COLUMN `owner` VARCHAR(128) CHARACTER SET utf8mb4 NULL,
+//! ADD COLUMN `lock_key` MEDIUMTEXT CHARACTER SET utf8mb4 NULL``, nullable, so rows and clients
+//! of the older version go on working). A user not allowed to alter the table gets an
+//! [`Error::Backend`] that names that statement for an administrator to run.
+//!
 //! # Statements
 //!
 //! All SQL is parameterized; the only text put into statements is the validated table name.
@@ -45,11 +54,18 @@
 //!
 //! | step | statement | round trips |
 //! |---|---|---|
-//! | acquire | `INSERT (lock_name, secret_key, expire_at)`; the unique key makes a second holder's `INSERT` fail (duplicate key, error 1062) | one, when free |
+//! | acquire | `INSERT (lock_name, secret_key, owner, lock_key, expire_at)`; the unique key makes a second holder's `INSERT` fail (duplicate key, error 1062) | one, when free |
 //! | busy | `SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) WHERE lock_name = ?`: the holder's remaining lease | one per poll |
 //! | takeover | `DELETE WHERE lock_name = ? AND expire_at < UTC_TIMESTAMP(6)`, then the acquire `INSERT` again | two |
 //! | release | `DELETE WHERE lock_name = ? AND secret_key = ?`; no row deleted: not ours | one |
 //! | extend | `UPDATE SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)`; no row changed: not ours | one |
+//! | inspect | `SELECT owner, id, <lease left> WHERE lock_name = ? AND expire_at > UTC_TIMESTAMP(6)` | one |
+//! | list | `SELECT ... WHERE lock_name LIKE ? ESCAPE '!' AND expire_at > UTC_TIMESTAMP(6)`: a range of the unique index (see [Inspection](#inspection)) | one |
+//! | force release | the live holder's `secret_key`, then that holder's own release `DELETE` | two |
+//!
+//! Tokens are `<32 hex digits>.<owner>` ([`token_parts`]): `secret_key` keeps the 32-digit id,
+//! which alone identifies the holder, and the same `INSERT` writes the owner into `owner`, so
+//! recording it costs no round trip.
 //!
 //! A release after the lease ran out but before anyone took the key over still deletes the row
 //! and succeeds: nobody else held the key in between.
@@ -83,6 +99,27 @@
 //! `CONCAT('order:42~', SHA2('Order:42', 256))` in SQL, so an operator can find a key's row. A
 //! stored-as-is name never contains `~`, so the two forms never meet; two keys can share a row
 //! only through a SHA-256 collision, and even then they would merely exclude each other.
+//! A hashed key is also written whole into `lock_key` (NULL when `lock_name` is the key itself),
+//! so inspection shows every key as its holder wrote it.
+//!
+//! # Inspection
+//!
+//! [`inspect`](Backend::inspect) and [`list`](Backend::list) report live rows only
+//! (`expire_at` after the server's `UTC_TIMESTAMP(6)`), with the owner, the `id` as the fence
+//! and the lease left as the server counts it. `list(prefix)` reads one range of the unique
+//! index on `lock_name`: the prefix mapped the way keys are (its first 64 characters, capitals
+//! lowered, other characters as `_`), `LIKE` wildcards escaped, then `%`. That range holds
+//! every key starting with the prefix, whether stored as is or hashed; the few other names it
+//! may hold are dropped by comparing the key itself (`lock_key`, else `lock_name`) with the
+//! prefix. So a listing costs what the locks under its prefix cost, and `""` reads all of them.
+//! Rows written by an older dlock show no owner, and a hashed one shows its `lock_name` as its
+//! key (the key was not kept).
+//!
+//! [`force_release`](Backend::force_release) reads the live holder's `secret_key` and deletes
+//! the row exactly as that holder's release would, token-checked: if the key changed hands in
+//! between, the new holder is left alone (and `false` returned). The old holder's next `extend`
+//! finds no row and reports the lock lost; waiters, which poll, take the key at their next
+//! look.
 //!
 //! # Waiting
 //!
@@ -109,16 +146,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::mysql::{
-    MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlSslMode,
-};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
-use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::{jitter, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, LockInfo};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::mask_password;
-use crate::{Error, Result};
+use crate::{Error, Result, MAX_OWNER_LEN};
+
+mod inspect;
+mod schema;
 
 const NAME: &str = "mysql";
 /// The table used when the URL has no `?table=`.
@@ -146,8 +184,6 @@ const SESSION_LOCK_WAITS: &str = "SET SESSION innodb_lock_wait_timeout = 5, lock
 const MAX_RETRIES: u32 = 8;
 /// Longest lease the server is asked for (DATETIME ends in year 9999).
 const MAX_TTL: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
-/// Column definition of `expire_at`, in the DDL and in the `ALTER TABLE` advice.
-const EXPIRE_AT_DEF: &str = "DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00'";
 
 /// The MySQL / MariaDB [`Backend`]: see the [module docs](self) for the table, the statements,
 /// the fence and the key mapping.
@@ -166,6 +202,12 @@ struct Statements {
     take_over: Arc<str>,
     release: Arc<str>,
     extend: Arc<str>,
+    /// The live holder's owner, fence and lease left, by `lock_name`.
+    inspect: Arc<str>,
+    /// Every live row whose `lock_name` matches a `LIKE` pattern (an index range).
+    list: Arc<str>,
+    /// The live holder's `secret_key`, for a force release.
+    holder: Arc<str>,
 }
 
 impl Statements {
@@ -174,8 +216,8 @@ impl Statements {
         let s = |sql: String| Arc::<str>::from(sql);
         Statements {
             insert: s(format!(
-                "INSERT INTO {t} (lock_name, secret_key, expire_at) \
-                 VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)"
+                "INSERT INTO {t} (lock_name, secret_key, owner, lock_key, expire_at) \
+                 VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)"
             )),
             probe: s(format!(
                 "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) \
@@ -190,6 +232,18 @@ impl Statements {
             extend: s(format!(
                 "UPDATE {t} SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND \
                  WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)"
+            )),
+            inspect: s(format!(
+                "SELECT owner, id, TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) \
+                 FROM {t} WHERE lock_name = ? AND expire_at > UTC_TIMESTAMP(6)"
+            )),
+            list: s(format!(
+                "SELECT lock_name, lock_key, owner, id, \
+                        TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) \
+                 FROM {t} WHERE lock_name LIKE ? ESCAPE '!' AND expire_at > UTC_TIMESTAMP(6)"
+            )),
+            holder: s(format!(
+                "SELECT secret_key FROM {t} WHERE lock_name = ? AND expire_at > UTC_TIMESTAMP(6)"
             )),
         }
     }
@@ -268,6 +322,32 @@ fn micros(d: Duration) -> i64 {
     d.min(MAX_TTL).as_micros() as i64
 }
 
+/// What the acquire `INSERT` records of its holder besides the name and the lease.
+#[derive(Debug, Clone, Copy)]
+struct Holder<'a> {
+    /// The token's id, the `secret_key` that release and extend compare.
+    id: &'a str,
+    /// The owner the token carries, cut to [`MAX_OWNER_LEN`] characters (the column's size).
+    owner: Option<&'a str>,
+    /// The key as written, when `lock_name` is its digest (`lock_key`).
+    key: Option<&'a str>,
+}
+
+impl<'a> Holder<'a> {
+    fn new(key: &'a str, name: &str, token: &'a str) -> Self {
+        let (id, owner) = token_parts(token);
+        let owner = owner.map(|o| match o.char_indices().nth(MAX_OWNER_LEN) {
+            Some((end, _)) => &o[..end],
+            None => o,
+        });
+        Holder {
+            id,
+            owner,
+            key: (name != key).then_some(key),
+        }
+    }
+}
+
 /// What the waiter learnt from one look at the key.
 enum Look {
     /// The acquire `INSERT` won: the fence.
@@ -344,13 +424,14 @@ impl MysqlBackend {
                 )));
             }
         }
-        let checked = tokio::time::timeout(STATEMENT_TIMEOUT, ensure_table(&mut conn, &table))
-            .await
-            .unwrap_or_else(|_| {
-                Err(backend_err(format!(
-                    "checking the lock table: no answer within {STATEMENT_TIMEOUT:?}"
-                )))
-            });
+        let checked =
+            tokio::time::timeout(STATEMENT_TIMEOUT, schema::ensure_table(&mut conn, &table))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(backend_err(format!(
+                        "checking the lock table: no answer within {STATEMENT_TIMEOUT:?}"
+                    )))
+                });
         let _ = conn.close().await;
         checked?;
         let pool = MySqlPoolOptions::new()
@@ -387,7 +468,7 @@ impl MysqlBackend {
     async fn insert(
         &self,
         name: &str,
-        token: &str,
+        holder: Holder<'_>,
         ttl_us: i64,
     ) -> std::result::Result<u64, Failure> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -396,7 +477,11 @@ impl MysqlBackend {
             self.sql.insert.clone(),
             self.sql.release.clone(),
         );
-        let (name, token) = (name.to_owned(), token.to_owned());
+        let (name, token) = (name.to_owned(), holder.id.to_owned());
+        let (owner, key) = (
+            holder.owner.map(str::to_owned),
+            holder.key.map(str::to_owned),
+        );
         tokio::spawn(async move {
             let mut conn = match bounded(pool.acquire()).await {
                 Ok(conn) => conn,
@@ -410,6 +495,8 @@ impl MysqlBackend {
             let execute = query(&insert)
                 .bind(&name)
                 .bind(&token)
+                .bind(&owner)
+                .bind(&key)
                 .bind(ttl_us)
                 .execute(&mut *conn);
             let outcome = match tokio::time::timeout(INSERT_OUTCOME_WAIT, execute).await {
@@ -448,12 +535,12 @@ impl MysqlBackend {
         &self,
         key: &str,
         name: &str,
-        token: &str,
+        holder: Holder<'_>,
         ttl_us: i64,
         try_insert: bool,
     ) -> Result<Look> {
         if try_insert {
-            match self.insert(name, token, ttl_us).await {
+            match self.insert(name, holder, ttl_us).await {
                 Ok(fence) => return Ok(Look::Won(fence)),
                 Err(Failure::Duplicate) => {}
                 Err(Failure::Retry(_)) => return Ok(Look::Retry),
@@ -493,6 +580,7 @@ impl MysqlBackend {
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>> {
         let name = lock_name(key);
+        let holder = Holder::new(key, &name, token);
         let ttl_us = micros(ttl);
         let mut poll = MIN_POLL;
         let mut try_insert = true;
@@ -504,7 +592,7 @@ impl MysqlBackend {
             let look = within_wait(
                 NAME,
                 deadline,
-                self.look(key, &name, token, ttl_us, try_insert),
+                self.look(key, &name, holder, ttl_us, try_insert),
             )
             .await?;
             let wait = match look {
@@ -572,10 +660,9 @@ impl Backend for MysqlBackend {
     fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let name = lock_name(key);
-            self.checked("release", || {
-                query(&self.sql.release).bind(&*name).bind(token)
-            })
-            .await
+            let id = token_parts(token).0;
+            self.checked("release", || query(&self.sql.release).bind(&*name).bind(id))
+                .await
         })
     }
 
@@ -587,12 +674,10 @@ impl Backend for MysqlBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let name = lock_name(key);
+            let id = token_parts(token).0;
             let ttl_us = micros(ttl);
             self.checked("extend", || {
-                query(&self.sql.extend)
-                    .bind(ttl_us)
-                    .bind(&*name)
-                    .bind(token)
+                query(&self.sql.extend).bind(ttl_us).bind(&*name).bind(id)
             })
             .await
         })
@@ -603,6 +688,18 @@ impl Backend for MysqlBackend {
             // Bounded: a server that stopped answering must not hold the program's exit.
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.close()).await;
         })
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(self.inspect_inner(key))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(self.list_inner(prefix))
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.force_release_inner(key))
     }
 }
 
@@ -671,143 +768,30 @@ fn autoinc_survives_restart(version: &str) -> bool {
     }
 }
 
-/// Creates the lock table when missing; checks an existing one has what dlock needs.
-async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
-    type Column = (String, String, i64, i64, String, String);
-    let columns: Vec<Column> = sqlx::query_as(
-        "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), \
-                CAST(COALESCE(DATETIME_PRECISION, 0) AS SIGNED), \
-                CAST(COALESCE(CHARACTER_MAXIMUM_LENGTH, 0) AS SIGNED), \
-                CAST(LOWER(EXTRA) AS CHAR), CAST(IS_NULLABLE AS CHAR) \
-         FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-    )
-    .bind(table)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend_err)?;
-
-    let t = quote(table);
-    if columns.is_empty() {
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (\
-               id BIGINT NOT NULL AUTO_INCREMENT, \
-               lock_name VARCHAR(255) NOT NULL, \
-               secret_key VARCHAR(64) NOT NULL, \
-               create_time DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP, \
-               expire_at {EXPIRE_AT_DEF}, \
-               PRIMARY KEY (id), \
-               UNIQUE KEY uk_lock_name (lock_name)\
-             ) ENGINE=InnoDB"
-        );
-        sqlx::raw_sql(AssertSqlSafe(ddl))
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| backend_err(format!("creating the lock table {t}: {e}")))?;
-        return Ok(());
-    }
-
-    let find = |name: &str| columns.iter().find(|c| c.0.eq_ignore_ascii_case(name));
-    let text_len_at_least = |name: &str, len: i64| {
-        find(name).map(|c| matches!(c.1.as_str(), "varchar" | "char") && c.3 >= len)
-    };
-    let mut missing = Vec::new();
-    let mut fixes = Vec::new();
-    match find("id") {
-        None => {
-            missing.push("column `id` (the fence)".to_owned());
-            fixes.push("ADD COLUMN `id` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY".to_owned());
-        }
-        Some(c) if !c.4.contains("auto_increment") || c.1 != "bigint" => {
-            missing.push("column `id` as BIGINT AUTO_INCREMENT (the fence)".to_owned());
-            fixes.push("MODIFY COLUMN `id` BIGINT NOT NULL AUTO_INCREMENT".to_owned());
-        }
-        Some(_) => {}
-    }
-    match text_len_at_least("lock_name", MAX_PLAIN_LEN as i64) {
-        None => {
-            missing.push("column `lock_name` (the key)".to_owned());
-            fixes.push("ADD COLUMN `lock_name` VARCHAR(255) NOT NULL".to_owned());
-        }
-        Some(false) => {
-            missing.push(format!(
-                "column `lock_name` as VARCHAR of at least {MAX_PLAIN_LEN} characters"
-            ));
-            fixes.push("MODIFY COLUMN `lock_name` VARCHAR(255) NOT NULL".to_owned());
-        }
-        Some(true) => {}
-    }
-    match text_len_at_least("secret_key", 32) {
-        None => {
-            missing.push("column `secret_key` (the holder's token)".to_owned());
-            fixes.push("ADD COLUMN `secret_key` VARCHAR(64) NOT NULL".to_owned());
-        }
-        Some(false) => {
-            missing.push("column `secret_key` as VARCHAR of at least 32 characters".to_owned());
-            fixes.push("MODIFY COLUMN `secret_key` VARCHAR(64) NOT NULL".to_owned());
-        }
-        Some(true) => {}
-    }
-    match find("expire_at") {
-        None => {
-            missing.push("column `expire_at` (the lease end, server time)".to_owned());
-            fixes.push(format!("ADD COLUMN `expire_at` {EXPIRE_AT_DEF}"));
-        }
-        Some(c) if c.1 != "datetime" || c.2 < 6 || c.5.eq_ignore_ascii_case("yes") => {
-            missing.push("column `expire_at` as DATETIME(6) NOT NULL".to_owned());
-            fixes.push(format!("MODIFY COLUMN `expire_at` {EXPIRE_AT_DEF}"));
-        }
-        Some(_) => {}
-    }
-    // A unique index on `lock_name` alone is what makes a second holder's INSERT fail.
-    let unique: Option<String> = sqlx::query_scalar(
-        "SELECT CAST(INDEX_NAME AS CHAR) FROM information_schema.STATISTICS \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
-           AND (SUB_PART IS NULL OR SUB_PART >= 190) \
-         GROUP BY INDEX_NAME \
-         HAVING COUNT(*) = 1 AND LOWER(MAX(COLUMN_NAME)) = 'lock_name' \
-         LIMIT 1",
-    )
-    .bind(table)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend_err)?;
-    if unique.is_none() {
-        missing.push("a UNIQUE index on `lock_name` alone".to_owned());
-        fixes.push("ADD UNIQUE KEY `uk_lock_name` (`lock_name`)".to_owned());
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(backend_err(format!(
-        "the lock table {t} exists but lacks {}; fix it with: ALTER TABLE {t} {}; \
-         (or give dlock its own table with `?table=name` in the URL)",
-        missing.join(", "),
-        fixes.join(", ")
-    )))
-}
-
 /// The `lock_name` stored for `key` (see the module docs, "Keys").
 pub fn lock_name(key: &str) -> Cow<'_, str> {
-    let safe = |c: char| matches!(c, 'a'..='z' | '0'..='9' | ':' | '_' | '-' | '.' | '/');
     if !key.is_empty() && key.len() <= MAX_PLAIN_LEN && key.chars().all(safe) {
         return Cow::Borrowed(key);
     }
-    let mut name: String = key
-        .chars()
-        .take(PREFIX_LEN)
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if safe(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut name: String = key.chars().take(PREFIX_LEN).map(readable).collect();
     name.push('~');
     name.push_str(&sha256_hex(key.as_bytes()));
     Cow::Owned(name)
+}
+
+/// The characters a key stored as is may have: distinct under any collation.
+fn safe(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | ':' | '_' | '-' | '.' | '/')
+}
+
+/// How a character appears in the readable prefix of a hashed name.
+fn readable(c: char) -> char {
+    let c = c.to_ascii_lowercase();
+    if safe(c) {
+        c
+    } else {
+        '_'
+    }
 }
 
 #[cfg(test)]

@@ -13,31 +13,58 @@
 //!
 //! # The table
 //! Created at [`connect`](PostgresBackend::connect) when missing (the name is set with
-//! `?table=`; letters, digits and `_`, at most 63):
+//! `?table=`; letters, digits and `_`, at most 57):
 //!
 //! ```sql
 //! CREATE TABLE IF NOT EXISTS dlock_locks (
-//!   lock_name  TEXT PRIMARY KEY,       -- the mapped key (see Keys)
-//!   secret_key TEXT NOT NULL,          -- the holder's token (uuid v4)
+//!   lock_name  TEXT COLLATE "C" PRIMARY KEY,  -- the mapped key (see Keys); byte order
+//!   secret_key TEXT NOT NULL,          -- the holder's token id (32 hex digits)
+//!   owner      TEXT,                   -- who holds it (Locker::owner)
+//!   lock_key   BYTEA,                  -- the key (UTF-8), when lock_name is its digest
+//!   fence      BIGINT,                 -- the holder's fence
 //!   expire_at  TIMESTAMPTZ NOT NULL    -- lease end, server time
 //! );
 //! CREATE SEQUENCE IF NOT EXISTS dlock_locks_fence;   -- the fences
 //! ```
 //!
+//! `lock_name` is compared byte by byte (`COLLATE "C"`), so that a prefix of keys is one range
+//! of the primary key's index (see Inspection). A table made by an older dlock, without
+//! `owner`, `lock_key` and `fence` and with the database's collation, is brought up to this at
+//! `connect` by its owner's `ALTER TABLE dlock_locks ADD COLUMN IF NOT EXISTS owner TEXT,
+//! ADD COLUMN IF NOT EXISTS lock_key BYTEA, ADD COLUMN IF NOT EXISTS fence BIGINT, ALTER COLUMN
+//! lock_name TYPE TEXT COLLATE "C"` (nullable columns: that version's clients and rows go on
+//! working). A user who may not alter the table gets an [`Error::Backend`] naming the statement
+//! for an administrator to run; when only the collation is left to change, it gets a warning
+//! instead (locks work, `list` then reads the whole table).
+//!
 //! # Statements (all parameterized; lease arithmetic by the server's `clock_timestamp()`)
 //!
 //! | step | statement | round trips |
 //! |---|---|---|
-//! | acquire | `INSERT ... ON CONFLICT (lock_name) DO UPDATE SET secret_key, expire_at WHERE the row's expire_at < clock_timestamp() RETURNING nextval(fence sequence)`: a free key and an expired holder are taken in one statement; a live holder returns no row | one |
+//! | acquire | `WITH turn AS (SELECT pg_advisory_xact_lock(..)), drawn AS (SELECT nextval(fence sequence) FROM turn) INSERT ... SELECT ... FROM drawn ON CONFLICT (lock_name) DO UPDATE SET secret_key, owner, lock_key, fence, expire_at WHERE the row's expire_at < clock_timestamp() RETURNING fence`: a free key and an expired holder are taken in one statement; a live holder returns no row | one |
 //! | busy | the holder's remaining lease, to bound the fallback poll | one per poll |
 //! | release | `WITH d AS (DELETE ... WHERE lock_name = $1 AND secret_key = $2 RETURNING lock_name) SELECT pg_notify(channel, lock_name) FROM d` | one |
 //! | extend | `UPDATE ... SET expire_at = clock_timestamp() + ttl WHERE lock_name, secret_key match AND expire_at >= clock_timestamp()` | one |
+//! | inspect | `SELECT owner, fence, <lease left> WHERE lock_name = $1 AND expire_at > clock_timestamp()` | one |
+//! | list | `SELECT ... WHERE (lock_name in one byte range OR in another) AND expire_at > clock_timestamp()` (see Inspection) | one |
+//! | force release | the live holder's `secret_key`, then that holder's own release (with its notice) | two |
 //!
-//! **Fence.** `nextval` of the table's sequence, drawn in `RETURNING`, i.e. after the row was
-//! inserted or taken over and while the statement holds its row lock: a later holder of the key
-//! can only draw after this one committed, so fences strictly increase per key. A sequence never
-//! hands a value out twice and never goes back, also across a server restart or crash (values
-//! may be skipped, which fences allow).
+//! Tokens are `<32 hex digits>.<owner>` ([`token_parts`]): `secret_key` keeps the id, which
+//! alone identifies the holder, and the acquire statement writes the owner into `owner`, so
+//! recording it costs no round trip.
+//!
+//! **Fence.** `nextval` of the table's sequence, stored in the row's `fence` and returned by the
+//! acquire statement. It is drawn while the statement holds a transaction-scoped advisory lock
+//! on the key (`pg_advisory_xact_lock(<table's class>, hashtext(lock_name))`, released at the
+//! statement's commit): every acquire of a key draws only after the previous one of that key
+//! committed, so fences strictly increase per key, whether the key was free or taken over. (Drawn
+//! without it, a statement stalled between its draw and its insert could let a whole other
+//! tenure pass and then write a smaller fence.) The advisory lock lives for one statement, not
+//! for the lock's tenure (see above why a lock is not an advisory lock); keys sharing a hash
+//! merely take turns drawing. A sequence never hands a value out twice and never goes back, also
+//! across a server restart or crash (values may be skipped, which fences allow). An older dlock
+//! draws without the advisory lock (after its insert, storing nothing), so the guarantee holds
+//! once every client of a table runs this version.
 //!
 //! # Waiting
 //! Each Locker keeps one `LISTEN` connection on the channel `<table>_released`; a release's
@@ -51,6 +78,26 @@
 //! `lock_name` is the key as it is when it has at most 512 bytes and no control characters
 //! NUL or U+0001; any other key becomes U+0001, a readable prefix (64 characters), `~` and the
 //! hex SHA-256 of the key. Only mapped names start with U+0001, so distinct keys stay distinct.
+//! A mapped key is also written whole, as UTF-8, into `lock_key` (`BYTEA`: a key may hold NUL,
+//! which `TEXT` cannot; NULL when `lock_name` is the key itself), so inspection shows every key
+//! as its holder wrote it.
+//!
+//! # Inspection
+//! [`inspect`](Backend::inspect) and [`list`](Backend::list) report live rows only
+//! (`expire_at` after `clock_timestamp()`), with the owner, the stored fence and the lease left
+//! as the server counts it. `list(prefix)` reads two ranges of the primary key's index, in byte
+//! order: names from the prefix up to the prefix with its last character incremented (keys
+//! stored as they are), and the same for U+0001 and the prefix's first 64 characters mapped as
+//! in a mapped name (mapped keys). Every key starting with the prefix lies in one of them; the
+//! few other names they may hold are dropped by comparing the key itself (`lock_key`, else
+//! `lock_name`) with the prefix. So a listing costs what the locks under its prefix cost, and
+//! `""` reads all of them. Rows written by an older dlock show no owner and no fence, and a
+//! mapped one shows its `lock_name` as its key (the key was not kept).
+//!
+//! [`force_release`](Backend::force_release) reads the live holder's `secret_key` and runs that
+//! holder's own release: token-checked, so a holder that took the key meanwhile is left alone
+//! (and `false` returned), and with its `pg_notify`, so a waiter is woken at once. The old
+//! holder's next `extend` finds no row and reports the lock lost.
 //!
 //! # Cancellation
 //! As on MySQL, the acquire statement runs in a task that keeps its connection until the server
@@ -67,11 +114,14 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgSslM
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::Notify;
 
-use super::digest::sha256_hex;
-use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant};
+use super::digest::{sha256, sha256_hex};
+use super::{jitter, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, LockInfo};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::mask_password;
-use crate::{Error, Result};
+use crate::{Error, Result, MAX_OWNER_LEN};
+
+mod inspect;
+mod schema;
 
 const NAME: &str = "postgres";
 /// The table used when the URL has no `?table=`.
@@ -101,28 +151,49 @@ pub struct PostgresBackend {
     listening: tokio::sync::watch::Sender<()>,
 }
 
+/// The statements, with the quoted table name in them (built once at connect).
 #[derive(Debug)]
 struct Statements {
     acquire: String,
     probe: String,
     release: String,
     extend: String,
+    /// The live holder's owner, fence and lease left, by `lock_name`.
+    inspect: String,
+    /// Every live row in two byte ranges of `lock_name` (see the module docs, "Inspection").
+    list_ranges: String,
+    /// Every live row (`list("")`).
+    list_all: String,
+    /// The live holder's `secret_key`, for a force release.
+    holder: String,
     channel: String,
 }
+
+/// The lease left on a row in microseconds, as the server counts it.
+const LEFT_US: &str = "(extract(epoch FROM (expire_at - clock_timestamp())) * 1000000)::bigint";
 
 impl Statements {
     fn new(table: &str) -> Self {
         let t = quote(table);
         let seq = quote(&format!("{table}_fence"));
         let channel = format!("{table}_released");
+        let class = lock_class(table);
+        let ranges = "(lock_name COLLATE \"C\" >= $1 AND lock_name COLLATE \"C\" < $2) \
+                      OR (lock_name COLLATE \"C\" >= $3 AND lock_name COLLATE \"C\" < $4)";
+        let listed = "lock_name, lock_key, owner, fence";
         Statements {
             acquire: format!(
-                "INSERT INTO {t} AS l (lock_name, secret_key, expire_at) \
-                 VALUES ($1, $2, clock_timestamp() + ($3::bigint * interval '1 microsecond')) \
+                "WITH turn AS (SELECT pg_advisory_xact_lock({class}, hashtext($1::text))), \
+                      drawn AS (SELECT nextval('{seq}') AS fence FROM turn) \
+                 INSERT INTO {t} AS l (lock_name, secret_key, owner, lock_key, fence, expire_at) \
+                 SELECT $1::text, $2::text, $3::text, $4::bytea, drawn.fence, \
+                        clock_timestamp() + ($5::bigint * interval '1 microsecond') FROM drawn \
                  ON CONFLICT (lock_name) DO UPDATE \
-                 SET secret_key = EXCLUDED.secret_key, expire_at = EXCLUDED.expire_at \
+                 SET secret_key = EXCLUDED.secret_key, owner = EXCLUDED.owner, \
+                     lock_key = EXCLUDED.lock_key, fence = EXCLUDED.fence, \
+                     expire_at = EXCLUDED.expire_at \
                  WHERE l.expire_at < clock_timestamp() \
-                 RETURNING nextval('{seq}')"
+                 RETURNING l.fence"
             ),
             probe: format!(
                 "SELECT (extract(epoch FROM (expire_at - clock_timestamp())) * 1000000)::bigint \
@@ -135,6 +206,20 @@ impl Statements {
             extend: format!(
                 "UPDATE {t} SET expire_at = clock_timestamp() + ($1::bigint * interval '1 microsecond') \
                  WHERE lock_name = $2 AND secret_key = $3 AND expire_at >= clock_timestamp()"
+            ),
+            inspect: format!(
+                "SELECT owner, fence, {LEFT_US} FROM {t} \
+                 WHERE lock_name = $1 AND expire_at > clock_timestamp()"
+            ),
+            list_ranges: format!(
+                "SELECT {listed}, {LEFT_US} FROM {t} \
+                 WHERE ({ranges}) AND expire_at > clock_timestamp()"
+            ),
+            list_all: format!(
+                "SELECT {listed}, {LEFT_US} FROM {t} WHERE expire_at > clock_timestamp()"
+            ),
+            holder: format!(
+                "SELECT secret_key FROM {t} WHERE lock_name = $1 AND expire_at > clock_timestamp()"
             ),
             channel,
         }
@@ -153,6 +238,13 @@ fn valid_table(table: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !table.as_bytes()[0].is_ascii_digit()
+}
+
+/// The first key of the acquire statement's advisory lock: the table's own class (from its name,
+/// so tables do not share turns), positive.
+fn lock_class(table: &str) -> i32 {
+    let digest = sha256(format!("dlock:{table}").as_bytes());
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) & i32::MAX
 }
 
 fn backend_err(e: impl Into<crate::BoxError>) -> Error {
@@ -243,6 +335,34 @@ async fn listen(
     }
 }
 
+/// What the acquire statement records of its holder besides the name and the lease.
+#[derive(Debug, Clone)]
+struct Holder {
+    /// The token's id, the `secret_key` that release and extend compare.
+    id: String,
+    /// The owner the token carries: at most [`MAX_OWNER_LEN`] characters, NUL (which `TEXT`
+    /// cannot hold) as `?`.
+    owner: Option<String>,
+    /// The key as written, when `lock_name` is its digest (`lock_key`).
+    key: Option<Vec<u8>>,
+}
+
+impl Holder {
+    fn new(key: &str, name: &str, token: &str) -> Self {
+        let (id, owner) = token_parts(token);
+        Holder {
+            id: id.to_owned(),
+            owner: owner.map(|o| {
+                o.chars()
+                    .take(MAX_OWNER_LEN)
+                    .map(|c| if c == '\0' { '?' } else { c })
+                    .collect()
+            }),
+            key: (name != key).then(|| key.as_bytes().to_vec()),
+        }
+    }
+}
+
 /// What one look at the key found.
 enum Look {
     Won(u64),
@@ -295,40 +415,9 @@ impl PostgresBackend {
         )
         .await?;
         let sql = Arc::new(Statements::new(&table));
-        let t = quote(&table);
-        let seq = quote(&format!("{table}_fence"));
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {t} (lock_name TEXT PRIMARY KEY, \
-             secret_key TEXT NOT NULL, expire_at TIMESTAMPTZ NOT NULL); \
-             CREATE SEQUENCE IF NOT EXISTS {seq}"
-        );
-        // PostgreSQL checks the right to create in the schema before `IF NOT EXISTS`, so a user
-        // granted only the table and the sequence (see the README's "Security") would be refused
-        // the DDL: skip it when both exist (`to_regclass` needs no privilege on them).
-        let exists = format!(
-            "SELECT to_regclass('{}') IS NOT NULL AND to_regclass('{}') IS NOT NULL",
-            t.replace('\'', "''"),
-            seq.replace('\'', "''")
-        );
-        let created = tokio::time::timeout(STATEMENT_TIMEOUT, async {
-            let both: bool = sqlx::query_scalar(AssertSqlSafe(exists))
-                .fetch_one(&mut conn)
-                .await?;
-            if !both {
-                sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut conn).await?;
-            }
-            Ok::<_, sqlx::Error>(())
-        })
-        .await;
+        let checked = schema::ensure_table(&mut conn, &table).await;
         let _ = conn.close().await;
-        match created {
-            Ok(Ok(_)) => {}
-            // Two Lockers creating the table at once: one of them meets a unique violation
-            // in the catalog; the table is there either way.
-            Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("23505") => {}
-            Ok(Err(e)) => return Err(backend_err(format!("creating the lock table {t}: {e}"))),
-            Err(_) => return Err(backend_err("creating the lock table: no answer")),
-        }
+        checked?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(0)
@@ -369,10 +458,10 @@ impl PostgresBackend {
 
     /// The acquire statement in a task that keeps its connection until answered (see the
     /// module docs, "Cancellation"): the fence when won, `None` when held.
-    async fn try_take(&self, name: &str, token: &str, ttl_us: i64) -> Result<Option<u64>> {
+    async fn try_take(&self, name: &str, holder: &Holder, ttl_us: i64) -> Result<Option<u64>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (pool, sql) = (self.pool.clone(), self.sql.clone());
-        let (name, token) = (name.to_owned(), token.to_owned());
+        let (name, holder) = (name.to_owned(), holder.clone());
         tokio::spawn(async move {
             let mut conn = match tokio::time::timeout(STATEMENT_TIMEOUT, pool.acquire()).await {
                 Ok(Ok(conn)) => conn,
@@ -387,7 +476,9 @@ impl PostgresBackend {
             };
             let run = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.acquire.clone()))
                 .bind(&name)
-                .bind(&token)
+                .bind(&holder.id)
+                .bind(&holder.owner)
+                .bind(&holder.key)
                 .bind(ttl_us)
                 .fetch_optional(&mut *conn);
             let outcome = match tokio::time::timeout(INSERT_OUTCOME_WAIT, run).await {
@@ -406,7 +497,7 @@ impl PostgresBackend {
             if tx.send(outcome).is_err() && won {
                 let undo = sqlx::query(AssertSqlSafe(sql.release.clone()))
                     .bind(&name)
-                    .bind(&token)
+                    .bind(&holder.id)
                     .execute(&mut *conn);
                 let _ = tokio::time::timeout(STATEMENT_TIMEOUT, undo).await;
             }
@@ -420,8 +511,8 @@ impl PostgresBackend {
         }
     }
 
-    async fn look(&self, name: &str, token: &str, ttl_us: i64) -> Result<Look> {
-        if let Some(fence) = self.try_take(name, token, ttl_us).await? {
+    async fn look(&self, name: &str, holder: &Holder, ttl_us: i64) -> Result<Look> {
+        if let Some(fence) = self.try_take(name, holder, ttl_us).await? {
             return Ok(Look::Won(fence));
         }
         let left: Option<i64> = bounded(
@@ -443,9 +534,10 @@ impl PostgresBackend {
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>> {
         let name = lock_name(key);
+        let holder = Holder::new(key, &name, token);
         let ttl_us = micros(ttl);
         let sent_at = Instant::now();
-        let first = within_wait(NAME, deadline, self.look(&name, token, ttl_us)).await?;
+        let first = within_wait(NAME, deadline, self.look(&name, &holder, ttl_us)).await?;
         let mut left = match first {
             Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
             Look::Held(left) => left,
@@ -467,7 +559,7 @@ impl PostgresBackend {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let sent_at = Instant::now();
-            match within_wait(NAME, deadline, self.look(&name, token, ttl_us)).await? {
+            match within_wait(NAME, deadline, self.look(&name, &holder, ttl_us)).await? {
                 Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
                 Look::Held(l) => left = l.or(left),
             }
@@ -522,7 +614,7 @@ impl Backend for PostgresBackend {
             let rows = bounded(
                 sqlx::query(AssertSqlSafe(self.sql.release.clone()))
                     .bind(&*name)
-                    .bind(token)
+                    .bind(token_parts(token).0)
                     .fetch_all(&self.pool),
             )
             .await?;
@@ -542,7 +634,7 @@ impl Backend for PostgresBackend {
                 sqlx::query(AssertSqlSafe(self.sql.extend.clone()))
                     .bind(micros(ttl))
                     .bind(&*name)
-                    .bind(token)
+                    .bind(token_parts(token).0)
                     .execute(&self.pool),
             )
             .await?;
@@ -557,6 +649,18 @@ impl Backend for PostgresBackend {
             let _ = self.listening.send(());
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.close()).await;
         })
+    }
+
+    fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
+        Box::pin(self.inspect_inner(key))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(self.list_inner(prefix))
+    }
+
+    fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.force_release_inner(key))
     }
 }
 
@@ -589,15 +693,23 @@ pub fn lock_name(key: &str) -> Cow<'_, str> {
     if key.len() <= MAX_PLAIN_LEN && !key.contains(['\0', '\u{1}']) {
         return Cow::Borrowed(key);
     }
-    let mut name = String::from('\u{1}');
-    name.extend(
-        key.chars()
-            .take(PREFIX_LEN)
-            .map(|c| if c.is_control() { '_' } else { c }),
-    );
+    let mut name = String::from(MAPPED);
+    name.extend(key.chars().take(PREFIX_LEN).map(readable));
     name.push('~');
     name.push_str(&sha256_hex(key.as_bytes()));
     Cow::Owned(name)
+}
+
+/// The first character of every mapped name, and of no name stored as is.
+const MAPPED: char = '\u{1}';
+
+/// How a character appears in the readable prefix of a mapped name.
+fn readable(c: char) -> char {
+    if c.is_control() {
+        '_'
+    } else {
+        c
+    }
 }
 
 #[cfg(test)]
