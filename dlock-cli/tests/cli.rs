@@ -407,7 +407,7 @@ mod checks {
     }
 }
 
-/// One test per check for a backend compiled in (`cargo nextest run -p dlock-cli` has them all).
+/// One test per check for a backend compiled in (`cargo nextest run -p dlock-rs-cli` has them all).
 macro_rules! backend_tests {
     ($backend:ident, $feature:literal, $server:literal, $env:literal, $default:literal) => {
         #[cfg(feature = $feature)]

@@ -1,5 +1,5 @@
 //! Compile errors of `#[distributed_lock]`, pinned in `tests/ui/*.stderr`.
-//! Regenerate after an intended change with `TRYBUILD=overwrite cargo test -p dlock-macros --test ui`.
+//! Regenerate after an intended change with `TRYBUILD=overwrite cargo test -p dlock-rs-macros --test ui`.
 
 #[test]
 fn ui() {
