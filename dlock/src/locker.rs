@@ -64,7 +64,7 @@ impl Holder {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     /// Keys being acquired or held, by whom.
-    claims: Mutex<HashMap<(Arc<str>, Holder), ClaimEntry>>,
+    claims: Mutex<HashMap<(Arc<str>, Holder), ClaimEntry, foldhash::fast::RandomState>>,
     /// Numbers claims, so a stale claim's drop never removes the one that replaced it.
     claim_ids: AtomicU64,
     /// Releases running in the background (dropped guards, cancelled acquires).

@@ -149,6 +149,8 @@ where
 #[derive(Debug, Clone)]
 pub(crate) struct Home {
     handle: Handle,
+    /// The home runtime's id: a caller already on it needs no entering.
+    id: tokio::runtime::Id,
     /// `None`: the background runtime, which never shuts down.
     alive: Option<Arc<AtomicBool>>,
 }
@@ -179,14 +181,19 @@ impl Home {
                     std::future::pending::<()>().await
                 });
                 Ok(Home {
+                    id: handle.id(),
                     handle,
                     alive: Some(alive),
                 })
             }
-            _ => Ok(Home {
-                handle: background()?.handle().clone(),
-                alive: None,
-            }),
+            _ => {
+                let handle = background()?.handle().clone();
+                Ok(Home {
+                    id: handle.id(),
+                    handle,
+                    alive: None,
+                })
+            }
         }
     }
 
@@ -200,6 +207,11 @@ impl Home {
     /// Polls `fut` with this home entered: what it spawns or registers (tasks, sockets, timers)
     /// belongs to the home runtime, while the caller's task is the one woken.
     pub(crate) async fn run<F: Future>(&self, fut: F) -> F::Output {
+        // Already on the home runtime (the common case: connections live on the caller's
+        // multi-thread runtime): entering it on every poll would only cost time.
+        if Handle::try_current().is_ok_and(|h| h.id() == self.id) {
+            return fut.await;
+        }
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
             let _entered = self.handle.enter();

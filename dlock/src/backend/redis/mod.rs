@@ -136,12 +136,16 @@ impl RedisKeys {
         let lock_len = "dlock:{".len() + key.len() + 2 * escapes + 1;
         let mut lock = Vec::with_capacity(lock_len);
         lock.extend_from_slice(b"dlock:{");
-        for &b in key.as_bytes() {
-            match b {
-                b'%' => lock.extend_from_slice(b"%25"),
-                b'{' => lock.extend_from_slice(b"%7B"),
-                b'}' => lock.extend_from_slice(b"%7D"),
-                _ => lock.push(b),
+        if escapes == 0 {
+            lock.extend_from_slice(key.as_bytes());
+        } else {
+            for &b in key.as_bytes() {
+                match b {
+                    b'%' => lock.extend_from_slice(b"%25"),
+                    b'{' => lock.extend_from_slice(b"%7B"),
+                    b'}' => lock.extend_from_slice(b"%7D"),
+                    _ => lock.push(b),
+                }
             }
         }
         lock.push(b'}');
@@ -433,15 +437,16 @@ impl RedisBackend {
         let mut con = self.commands.clone();
         let seen = self.highest_fence.load(Ordering::Acquire);
         let sent_at = Instant::now();
-        let (outcome, fence, counter_was_missing): (i64, i64, i64) = ACQUIRE
-            .key(&keys.lock)
-            .key(&keys.fence)
+        let mut cmd = scripts::evalsha(&ACQUIRE, 2);
+        cmd.arg(&keys.lock)
+            .arg(&keys.fence)
             .arg(token)
             .arg(ttl_ms(ttl))
-            .arg(seen)
-            .invoke_async(&mut con)
-            .await
-            .map_err(backend_err)?;
+            .arg(seen);
+        let (outcome, fence, counter_was_missing): (i64, i64, i64) =
+            scripts::run(&mut con, &ACQUIRE, &cmd)
+                .await
+                .map_err(backend_err)?;
         match outcome {
             0 => return Ok(None),
             1 => {}
@@ -1279,12 +1284,10 @@ impl Backend for RedisBackend {
                 }
                 return Ok(granted.is_some());
             }
-            let released: i64 = self
-                .release_script()
-                .key(&keys.lock)
-                .arg(token)
-                .arg(&keys.channel)
-                .invoke_async(&mut con)
+            let script = self.release_script();
+            let mut cmd = scripts::evalsha(script, 1);
+            cmd.arg(&keys.lock).arg(token).arg(&keys.channel);
+            let released: i64 = scripts::run(&mut con, script, &cmd)
                 .await
                 .map_err(backend_err)?;
             Ok(released == 1)
