@@ -1068,19 +1068,35 @@ impl RedisBackend {
             tokio::time::sleep_until(until.into()).await;
         }
         let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
-        let mut holder_pttl: Option<Duration> = None;
         // Barge only when no local waiter is queued for this key: otherwise queue behind
         // them, so a release hands the lock to the front waiter instead of racing it.
         if one_attempt || !self.notices.has_waiters(&keys.channel) {
-            if let Some((fence, sent_at)) =
-                within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
-            {
+            // Boxed: its state (restart checks, replica waits) is large and rarely needed past
+            // the first poll; inline, it would be copied into every acquire's future.
+            let attempt = Box::pin(self.attempt(&keys, token, ttl));
+            if let Some((fence, sent_at)) = within_wait(NAME, deadline, attempt).await? {
                 return Ok(Some(Grant::new(Some(fence), sent_at)));
             }
             if one_attempt {
                 return Ok(None);
             }
         }
+        // Boxed likewise: the waiting loop's state is most of this future's size (4.5 KB
+        // inline, copied into the box of every acquire).
+        Box::pin(self.wait_in_queue(&keys, token, ttl, deadline)).await
+    }
+
+    /// The rest of an acquire whose first attempt found the key held (or local waiters ahead):
+    /// queue behind this Locker's waiters, attempt when woken by a release notice or handed the
+    /// lock, with a fallback retry bounded by the holder's lease.
+    async fn wait_in_queue(
+        &self,
+        keys: &RedisKeys,
+        token: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>> {
+        let mut holder_pttl: Option<Duration> = None;
         // Join the queue and subscribe before the next attempt, so no notice is missed.
         let waiter = Arc::new(Waiter::new(token, ttl));
         let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
