@@ -1132,7 +1132,7 @@ impl RedisBackend {
                 // Consume a wake-up before attempting: the attempt answers it.
                 waiter.pending.store(false, Ordering::Release);
                 if let Some((fence, sent_at)) =
-                    within_wait(NAME, deadline, self.attempt(&keys, token, ttl)).await?
+                    within_wait(NAME, deadline, self.attempt(keys, token, ttl)).await?
                 {
                     place.acquired = true;
                     return Ok(Some(Grant::new(Some(fence), sent_at)));
@@ -1140,7 +1140,7 @@ impl RedisBackend {
                 // The front waiter bounds its fallback by the holder's remaining lease
                 // (asked only here, off the uncontended path).
                 if self.notices.is_front(&keys.channel, &waiter) {
-                    holder_pttl = within_wait(NAME, deadline, self.holder_pttl(&keys)).await?;
+                    holder_pttl = within_wait(NAME, deadline, self.holder_pttl(keys)).await?;
                 }
             }
             let left = remaining(deadline);
@@ -1163,7 +1163,7 @@ impl RedisBackend {
                 if matches!(*waiter.handoff(), Handoff::Claimed) {
                     let settled =
                         tokio::time::timeout(MIN_ANSWER_TIME, waiter.notify.notified()).await;
-                    if settled.is_err() && self.abandon_claimed(&keys, &waiter) {
+                    if settled.is_err() && self.abandon_claimed(keys, &waiter) {
                         return Ok(None);
                     }
                 }
