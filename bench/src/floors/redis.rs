@@ -74,8 +74,11 @@ enum Shape {
     Bare,
     /// One Lua script: `SET NX PX` then `INCR` of the fence.
     LuaFenced,
-    /// `MULTI; SET NX PX; INCR; EXEC` (dlock's shape).
+    /// `MULTI; SET NX PX; INCR; EXEC`.
     MultiFenced,
+    /// dlock's own two scripts issued raw: the acquire with its fence rule
+    /// (`max(counter + 1, server clock)`) and the release that publishes a notice.
+    DlockShape,
 }
 
 /// `SET key tok NX PX ttl`: true when won.
@@ -103,6 +106,7 @@ async fn floor_cycle<C: ConnectionLike>(
     let tok = token();
     let fence_key = format!("{key}:fence");
     let won = match shape {
+        Shape::DlockShape => true,
         Shape::Bare => set_nx_px(con, key, &tok).await?,
         Shape::LuaFenced => {
             let fence: i64 = fenced
@@ -132,6 +136,33 @@ async fn floor_cycle<C: ConnectionLike>(
             set.is_some() && fence > 0
         }
     };
+    if let Shape::DlockShape = shape {
+        let (acquire, release) = dlock::backend::redis::cycle_scripts();
+        let channel = format!("{key}:released");
+        let (won, _fence, _missing): (i64, i64, i64) = acquire
+            .key(key)
+            .key(&fence_key)
+            .arg(&tok)
+            .arg(TTL_MS)
+            .arg(0)
+            .invoke_async(con)
+            .await
+            .map_err(err)?;
+        if won != 1 {
+            return Err(format!("{shape:?} floor: uncontended key {key} busy"));
+        }
+        let n: i64 = release
+            .key(key)
+            .arg(&tok)
+            .arg(&channel)
+            .invoke_async(con)
+            .await
+            .map_err(err)?;
+        if n != 1 {
+            return Err(format!("{shape:?} floor: release matched nothing"));
+        }
+        return Ok(());
+    }
     if !won {
         return Err(format!("{shape:?} floor: uncontended key {key} busy"));
     }
@@ -173,6 +204,7 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
     let fenced_op = floor(con.clone(), Shape::LuaFenced, &run, "fenced");
     let fenced_cm = floor(manager, Shape::LuaFenced, &run, "fencedcm");
     let fenced_multi = floor(con.clone(), Shape::MultiFenced, &run, "multi");
+    let dlock_shape = floor(con.clone(), Shape::DlockShape, &run, "shape");
     let locker = dlock::Locker::connect(&crate::without_restart_delay(url))
         .await
         .map_err(err)?;
@@ -221,10 +253,14 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
                 "fenced floor, MULTI shape (SET NX PX + INCR in MULTI/EXEC + CAD)",
                 fenced_multi,
             ),
+            (
+                "floor of dlock's shape (dlock's acquire and release scripts, raw)",
+                dlock_shape,
+            ),
             ("dlock redis", dlock_op),
             ("rslock 0.10", rslock_op),
         ],
-        "fenced floor (SET NX PX+INCR script + CAD)",
+        "floor of dlock's shape (dlock's acquire and release scripts, raw)",
         tasks,
         per_task,
         rounds,

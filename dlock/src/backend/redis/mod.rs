@@ -100,6 +100,15 @@ pub(crate) use connection::{manager_config, open_client, tls_files, Conn};
 use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, RELEASE_SHARDED};
 pub(crate) use scripts::{EXTEND, RELEASE};
 
+/// The acquire and release scripts of an uncontended cycle, for the benchmark's floor of dlock's
+/// own shape (the same server work issued raw). `ACQUIRE`: keys lock, fence counter; arguments
+/// token, ttl in ms, highest fence seen; returns `{1, fence, counter_was_missing}` when won.
+/// `RELEASE`: key lock; arguments token, notice channel; returns 1 when released.
+#[doc(hidden)]
+pub fn cycle_scripts() -> (&'static Script, &'static Script) {
+    (&ACQUIRE, &RELEASE)
+}
+
 const NAME: &str = "redis";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
