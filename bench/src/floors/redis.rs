@@ -78,7 +78,7 @@ enum Shape {
     MultiFenced,
     /// dlock's own two scripts issued raw: the acquire with its fence rule
     /// (`max(counter + 1, server clock)`) and the release that publishes a notice.
-    DlockShape,
+    DlockScripts,
 }
 
 /// `SET key tok NX PX ttl`: true when won.
@@ -106,7 +106,7 @@ async fn floor_cycle<C: ConnectionLike>(
     let tok = token();
     let fence_key = format!("{key}:fence");
     let won = match shape {
-        Shape::DlockShape => true,
+        Shape::DlockScripts => true,
         Shape::Bare => set_nx_px(con, key, &tok).await?,
         Shape::LuaFenced => {
             let fence: i64 = fenced
@@ -136,7 +136,7 @@ async fn floor_cycle<C: ConnectionLike>(
             set.is_some() && fence > 0
         }
     };
-    if let Shape::DlockShape = shape {
+    if let Shape::DlockScripts = shape {
         let (acquire, release) = dlock::backend::redis::cycle_scripts();
         let channel = format!("{key}:released");
         let (won, _fence, _missing): (i64, i64, i64) = acquire
@@ -204,7 +204,7 @@ pub async fn uncontended(url: &str, tasks: usize, per_task: usize, rounds: usize
     let fenced_op = floor(con.clone(), Shape::LuaFenced, &run, "fenced");
     let fenced_cm = floor(manager, Shape::LuaFenced, &run, "fencedcm");
     let fenced_multi = floor(con.clone(), Shape::MultiFenced, &run, "multi");
-    let dlock_shape = floor(con.clone(), Shape::DlockShape, &run, "shape");
+    let dlock_shape = floor(con.clone(), Shape::DlockScripts, &run, "shape");
     let locker = dlock::Locker::connect(&crate::without_restart_delay(url))
         .await
         .map_err(err)?;
