@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dlock::{Error, Locker};
@@ -451,4 +452,267 @@ async fn an_insert_cut_off_while_waiting_leaves_no_row_behind() {
     }
     let next = locker.try_lock(key.as_str()).await.unwrap();
     assert!(next.is_some(), "the key is free");
+}
+
+// --- Waiting: the local queue (FIFO per key within a Locker) and the cross-Locker turn ---
+
+/// Spawns a task that takes `key` on `locker` (waiting up to 30 s), records `label` in `order`
+/// while holding, holds for `hold`, and releases; returns the fence it got.
+fn queue_up(
+    locker: &Locker,
+    key: &str,
+    label: &'static str,
+    order: &Arc<Mutex<Vec<&'static str>>>,
+    hold: Duration,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    let (locker, key, order) = (locker.clone(), key.to_owned(), order.clone());
+    tokio::spawn(async move {
+        let guard = locker.lock(&key).wait(30 * SECOND).await.expect(label);
+        order.lock().unwrap().push(label);
+        tokio::time::sleep(hold).await;
+        let fence = guard.fence();
+        guard.release().await.expect("release");
+        fence
+    })
+}
+
+/// Lets a task spawned just now reach its place in the key's queue (its first `INSERT` fails,
+/// then it queues): generous, the machine may be busy.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_get_the_key_in_the_order_they_queued() {
+    let key = support::unique("fifo");
+    let locker = locker().await;
+    let holder = locker.lock(&key).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for label in ["w1", "w2", "w3", "w4", "w5"] {
+        tasks.push(queue_up(&locker, &key, label, &order, Duration::ZERO));
+        settle().await;
+    }
+    let first = holder.fence().unwrap();
+    holder.release().await.unwrap();
+    let mut fences = vec![first];
+    for t in tasks {
+        fences.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(*order.lock().unwrap(), ["w1", "w2", "w3", "w4", "w5"]);
+    // Every hand-off gives the next holder a new, higher fence.
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_does_not_barge_past_a_queued_waiter() {
+    let key = support::unique("nobarge");
+    let locker = locker().await;
+    let holder = locker.lock(&key).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let waiter = queue_up(&locker, &key, "waiter", &order, Duration::from_millis(200));
+    settle().await;
+    // A newcomer while the key is held queues behind the waiter, without trying the row.
+    let newcomer = queue_up(&locker, &key, "newcomer", &order, Duration::ZERO);
+    settle().await;
+    holder.release().await.unwrap();
+    // The release handed the key straight to the waiter: no moment in which it was free,
+    // so neither a one-attempt request of this Locker nor one of another Locker gets it.
+    assert!(locker.try_lock(&key).await.unwrap().is_none());
+    let other = self::locker().await;
+    assert!(other.try_lock(&key).await.unwrap().is_none());
+    waiter.await.unwrap();
+    newcomer.await.unwrap();
+    assert_eq!(*order.lock().unwrap(), ["waiter", "newcomer"]);
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_gives_up_or_is_dropped_passes_its_turn_on() {
+    let key = support::unique("passon");
+    let locker = locker().await;
+    let holder = locker.lock(&key).await.unwrap();
+    // At the front: gives up when its wait runs out.
+    let gives_up = {
+        let (locker, key) = (locker.clone(), key.clone());
+        tokio::spawn(async move { locker.lock(&key).wait(Duration::from_millis(600)).await })
+    };
+    settle().await;
+    // Next: its acquire is dropped (the task aborted) while it waits.
+    let dropped = {
+        let (locker, key) = (locker.clone(), key.clone());
+        tokio::spawn(async move { locker.lock(&key).wait(30 * SECOND).await })
+    };
+    settle().await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let last = queue_up(&locker, &key, "last", &order, Duration::ZERO);
+    settle().await;
+    dropped.abort();
+    assert!(matches!(gives_up.await.unwrap(), Err(Error::Busy { .. })));
+    // Both left the queue: the release goes to the one still waiting.
+    let first = holder.fence().unwrap();
+    holder.release().await.unwrap();
+    let fence = last.await.unwrap().unwrap();
+    assert!(fence > first);
+    assert_eq!(*order.lock().unwrap(), ["last"]);
+    assert!(dropped.await.unwrap_err().is_cancelled());
+    assert_nothing_left(&key).await;
+    let again = locker.try_lock(&key).await.unwrap();
+    assert!(
+        again.is_some(),
+        "nothing of the waiters that left holds the key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_dropped_while_the_key_is_handed_to_it_leaves_no_row() {
+    let key = support::unique("handoff-drop");
+    let locker = locker().await;
+    for round in 0..20u64 {
+        let holder = locker.lock(&key).await.unwrap();
+        let waiter = {
+            let (locker, key) = (locker.clone(), key.clone());
+            tokio::spawn(async move { locker.lock(&key).wait(30 * SECOND).await })
+        };
+        settle().await;
+        // The release hands the key over while the waiter's acquire is dropped: at various
+        // moments of the hand-off, from before it starts to after it committed.
+        let release = tokio::spawn(async move { holder.release().await });
+        tokio::time::sleep(Duration::from_micros(200 * round)).await;
+        waiter.abort();
+        release.await.unwrap().unwrap();
+        let _ = waiter.await;
+        // Whatever the moment, the key ends free: a grant that landed is given back.
+        let next = locker.lock(&key).wait(10 * SECOND).await;
+        next.expect("the key is not left held by the dropped waiter")
+            .release()
+            .await
+            .unwrap();
+    }
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_hand_offs_still_let_another_locker_in() {
+    let key = support::unique("handoff-fair");
+    let busy = locker().await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    use std::sync::atomic::Ordering;
+    // Four tasks on one Locker keep the key handed from one to the next.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (locker, key, stop, counter) =
+                (busy.clone(), key.clone(), stop.clone(), counter.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let g = locker.lock(&key).wait(60 * SECOND).await.unwrap();
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    g.release().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    settle().await;
+    // A waiter of another Locker gets its turn: hand-offs are bounded in a row.
+    let other = locker().await;
+    let g = other
+        .lock(&key)
+        .wait(30 * SECOND)
+        .await
+        .expect("the other Locker gets in");
+    let seen = counter.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        seen,
+        "exclusive while the other Locker holds"
+    );
+    g.release().await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_of_four_lockers_gets_turns_and_the_counter_ends_exact() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let key = support::unique("four-by-four");
+    let mut lockers = Vec::new();
+    for _ in 0..4 {
+        lockers.push(locker().await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let locker = lockers[t % 4].clone();
+            let (key, stop, counter) = (key.clone(), stop.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut mine = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let g = locker.lock(&key).wait(60 * SECOND).await.unwrap();
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    mine += 1;
+                    g.release().await.unwrap();
+                }
+                mine
+            })
+        })
+        .collect();
+    // Long enough for every Locker to have had the turn several times.
+    tokio::time::sleep(3 * SECOND).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), counts.iter().sum::<u64>());
+    // No task is starved: the local queues are FIFO and the turn goes round the Lockers.
+    assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+    assert_nothing_left(&key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_waiter_takes_a_key_force_released_by_another_process() {
+    let key = support::unique("forced-local");
+    let (a, ops) = (locker().await, locker().await);
+    let first = a.lock(&key).await.unwrap();
+    // The holder whose row is force-released got the key by a hand-off, so the waiter behind it
+    // waits for its release rather than polling the row.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move {
+            let g = a.lock(&key).ttl(60 * SECOND).wait(20 * SECOND).await;
+            let _ = tx.send(g);
+        });
+    }
+    settle().await;
+    let waiter = {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move { a.lock(&key).wait(20 * SECOND).await })
+    };
+    settle().await;
+    first.release().await.unwrap();
+    let holder = rx.await.unwrap().expect("handed over");
+    settle().await;
+    assert!(ops.force_release(&key).await.unwrap());
+    // It still looks at the row now and then, so it does not wait out that holder's 60 s lease
+    // (its own wait is 20 s).
+    let g = waiter
+        .await
+        .unwrap()
+        .expect("the waiter gets the freed key");
+    assert!(g.fence() > holder.fence());
+    assert!(matches!(holder.release().await, Err(Error::Lost { .. })));
+    g.release().await.unwrap();
+    assert_nothing_left(&key).await;
 }

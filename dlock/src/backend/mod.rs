@@ -15,7 +15,8 @@
 //!
 //! Waiting lives inside `acquire` because how a waiter learns of a release is what distinguishes
 //! backends: Redis must subscribe *before* the attempt that fails, ZooKeeper's queue entry *is* the
-//! attempt (a sequential node watched by its successor), MySQL polls bounded by the holder's lease.
+//! attempt (a sequential node watched by its successor), MySQL waits for a `GET_LOCK` turn that
+//! only says who tries the row next.
 //! None of these fit "try, then sleep" driven from the outside, so the locker leaves the whole
 //! wait to the backend and keeps only what is common: tokens, leases, guards and cancellation.
 
@@ -39,6 +40,8 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "redlock")]
 pub mod redlock;
+#[cfg(feature = "mysql")]
+pub(crate) mod waiters;
 #[cfg_attr(
     not(any(
         feature = "redis",

@@ -7,9 +7,10 @@
 //!
 //! **A database lock is the slowest backend.** Every acquire and every release is a committed
 //! write, so each costs an fsync of the redo log (with the default
-//! `innodb_flush_log_at_trx_commit = 1`), and a waiter learns of a release only by polling. Use
-//! it when the database is the one shared service you have, or when the lock should live next to
-//! the data it protects; prefer Redis or ZooKeeper for high lock rates.
+//! `innodb_flush_log_at_trx_commit = 1`). Use it when the database is the one shared service you
+//! have, or when the lock should live next to the data it protects; prefer Redis or ZooKeeper for
+//! high lock rates. Waiters are served in order and woken without polling (see
+//! [Waiting](#waiting)).
 //!
 //! # The table
 //!
@@ -55,9 +56,11 @@
 //! | step | statement | round trips |
 //! |---|---|---|
 //! | acquire | `INSERT (lock_name, secret_key, owner, lock_key, expire_at)`; the unique key makes a second holder's `INSERT` fail (duplicate key, error 1062) | one, when free |
-//! | busy | `SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) WHERE lock_name = ?`: the holder's remaining lease | one per poll |
+//! | busy | `SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at), secret_key, id WHERE lock_name = ?`: the holder's remaining lease (and whether the row is this acquisition's own: a hand-off or an `INSERT` whose answer was lost) | one per look |
 //! | takeover | `DELETE WHERE lock_name = ? AND expire_at < UTC_TIMESTAMP(6)`, then the acquire `INSERT` again | two |
 //! | release | `DELETE WHERE lock_name = ? AND secret_key = ?`; no row deleted: not ours | one |
+//! | hand-off (a release with a local waiter) | one transaction: the release `DELETE`, then the waiter's acquire `INSERT` (a new `id`), `COMMIT` | four, one fsync |
+//! | wait for the turn | `SELECT GET_LOCK(?, ?)` on a turn connection; `SELECT RELEASE_LOCK(?)` to give it up | one each |
 //! | extend | `UPDATE SET expire_at = UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND WHERE lock_name = ? AND secret_key = ? AND expire_at >= UTC_TIMESTAMP(6)`; no row changed: not ours | one |
 //! | inspect | `SELECT owner, id, <lease left> WHERE lock_name = ? AND expire_at > UTC_TIMESTAMP(6)` | one |
 //! | list | `SELECT ... WHERE lock_name LIKE ? ESCAPE '!' AND expire_at > UTC_TIMESTAMP(6)`: a range of the unique index (see [Inspection](#inspection)) | one |
@@ -118,16 +121,59 @@
 //! [`force_release`](Backend::force_release) reads the live holder's `secret_key` and deletes
 //! the row exactly as that holder's release would, token-checked: if the key changed hands in
 //! between, the new holder is left alone (and `false` returned). The old holder's next `extend`
-//! finds no row and reports the lock lost; waiters, which poll, take the key at their next
-//! look.
+//! finds no row and reports the lock lost. Waiters of the same Locker are told at once; waiters
+//! elsewhere find the key free at their next look at the row (the one with the turn within its
+//! polling, one queued behind a local holder within half a second, one waiting for the turn
+//! within its `GET_LOCK` wait of at most 2 s).
 //!
 //! # Waiting
 //!
-//! A waiter polls: the first sleep is about 1 ms and each busy poll doubles it up to 50 ms, each
-//! sleep jittered (half to all of it) and cut short at the holder's remaining lease (so an expired
-//! holder is taken over at once) and at the caller's deadline. InnoDB deadlocks (error 1213) and
-//! lock-wait timeouts (1205), which an `INSERT` racing a `DELETE` on the same key can meet, roll
-//! back only the statement; they are retried, never surfaced.
+//! The row is the lock and the fence; waiting only decides who tries the row next, and when.
+//! Two levels, so that a key under contention is fair (per-task turns within a small factor of
+//! each other, the releasing task not taking the key straight back) and handed on in about one
+//! commit, not a polling interval:
+//!
+//! - **Within one Locker** (one `MysqlBackend`): the waiters of a key queue FIFO in the shared
+//!   local waiter queue (`backend/waiters.rs`). An acquire goes straight to the row only when
+//!   this Locker has nobody queued for the key; otherwise, and after its `INSERT` found the key
+//!   held, it queues. A release by this Locker with a waiter queued **hands the key over**: one
+//!   transaction deletes the releasing token's row (token-checked: nothing happens if it is not
+//!   ours) and inserts the waiter's, so the key is never free in between, and the waiter gets a
+//!   new `AUTO_INCREMENT` id: fences keep strictly increasing per key, as with any acquire. At
+//!   most 16 hand-offs in a row, then the release lets the key go (and gives up the turn, below)
+//!   so that other Lockers get theirs. A waiter that gives up or is dropped leaves the queue and
+//!   passes a wake-up it did not use to the next; one dropped while the key is on its way to it
+//!   has the grant given back by the releasing side. Hand-offs and releases of a key with local
+//!   waiters run in a task of their own, so a dropped release never leaves one half done.
+//! - **Across Lockers**: a **turn** per key, the user lock `GET_LOCK('dlock:<56 hex digits of
+//!   SHA-256 over database, table and lock_name>')` (user-lock names are server-wide; 64
+//!   characters at most). It is a wake-up and a queue only, never the lock: the front waiter of
+//!   each Locker asks for the turn (`GET_LOCK` with a wait of at most 2 s, on a turn connection);
+//!   the server queues the asks of all Lockers in arrival order and grants the next one when the
+//!   Locker holding the turn lets it go (`RELEASE_LOCK`, after its `DELETE` committed: when its
+//!   last local holder released without a hand-off, or after 16 hand-offs in a row). With the
+//!   turn, the front waiter tries the row; it keeps the turn while its Locker holds the key and
+//!   hands it on locally. So across 4 Lockers the key goes round them in order, about 17
+//!   critical sections each, and every hand-off is one commit away.
+//! - **Polling remains a bounded fallback**, never the way a release is learnt in the common
+//!   case: the front waiter with the turn polls the row (first after ~1 ms, doubling up to 50
+//!   ms, jittered, and never later than the holder's lease end, so an expired holder is taken
+//!   over at once) only while the row is held by someone who has not got the turn (a first
+//!   acquire that found the key free, a holder of a process that lost its turn connection);
+//!   a `GET_LOCK` that waited its 2 s (or up to the holder's lease end, if sooner) lets the
+//!   front waiter look at the row itself, so a turn held by a stalled process (`SIGSTOP`) only
+//!   slows waiting down, never blocks it; a waiter queued behind a holder of its own Locker looks
+//!   at the row every 500 ms (a force release from elsewhere); and a Locker waiting for more
+//!   than 8 keys at once (the turn connections) waits for the others by polling alone.
+//! - Nothing of this changes what is exclusive: every grant is the row's `INSERT` (alone, or in
+//!   the hand-off transaction), release and extend stay token-checked, an expired row is taken
+//!   over as before. A crashed process's turn goes with its sessions; a turn connection whose
+//!   state is unknown (an error, a cut-off `GET_LOCK`) is closed, never reused, which frees its
+//!   user lock on the server. `GET_LOCK` needs no privilege (see the README's least privileges).
+//!
+//! InnoDB deadlocks (error 1213) and lock-wait timeouts (1205), which an `INSERT` racing a
+//! `DELETE` on the same key can meet, roll back only the statement (or the hand-off, which then
+//! becomes a plain release); they are retried, never surfaced.
 //!
 //! # Connections
 //!
@@ -135,6 +181,9 @@
 //! (that would be a round trip per lock) and a 5 s acquire timeout, so a dead server is an error,
 //! not a hang; every statement is bounded by 10 s the same way. `connect` opens one connection
 //! directly first: a refused or unreachable server fails `connect` at once with its cause.
+//! Besides the pool, up to 8 turn connections, opened when a key is first waited for and kept
+//! for the next wait (a `GET_LOCK` blocks its connection, so they are not the pool's); an
+//! uncontended lock never opens one.
 //!
 //! The acquire `INSERT` runs in a task that keeps its connection until the server answers: an
 //! acquire cut off while its `INSERT` waits on a row lock (its wait ran out, its future was
@@ -150,13 +199,14 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
-use super::{jitter, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, LockInfo};
+use super::{jitter, token_parts, Backend, BoxFuture, Grant, LockInfo};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result, MAX_OWNER_LEN};
 
 mod inspect;
 mod schema;
+mod waiting;
 
 const NAME: &str = "mysql";
 /// The table used when the URL has no `?table=`.
@@ -191,7 +241,9 @@ const MAX_TTL: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
 pub struct MysqlBackend {
     pool: MySqlPool,
     table: String,
-    sql: Statements,
+    sql: Arc<Statements>,
+    /// Local waiter queues, hand-offs and the cross-Locker turn (see "Waiting").
+    waiting: Arc<waiting::Waiting>,
 }
 
 /// The statements, with the quoted table name in them (built once at connect).
@@ -220,7 +272,7 @@ impl Statements {
                  VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)"
             )),
             probe: s(format!(
-                "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at) \
+                "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), expire_at), secret_key, id \
                  FROM {t} WHERE lock_name = ?"
             )),
             take_over: s(format!(
@@ -352,6 +404,9 @@ impl<'a> Holder<'a> {
 enum Look {
     /// The acquire `INSERT` won: the fence.
     Won(u64),
+    /// The row holds this acquisition's own token already (a hand-off or an `INSERT` whose
+    /// answer was lost): the fence, and the lease left.
+    Mine(u64, Duration),
     /// Free or expired (and the expired row deleted): try again at once.
     Free,
     /// Held by another token for this long yet.
@@ -434,6 +489,8 @@ impl MysqlBackend {
                 });
         let _ = conn.close().await;
         checked?;
+        // The connections that wait for and hold the cross-Locker turn (see "Waiting").
+        let signal_options = options.clone();
         let pool = MySqlPoolOptions::new()
             .max_connections(16)
             .min_connections(0)
@@ -451,8 +508,19 @@ impl MysqlBackend {
                 })
             })
             .connect_lazy_with(options);
-        let sql = Statements::new(&table);
-        Ok(MysqlBackend { pool, table, sql })
+        let sql = Arc::new(Statements::new(&table));
+        let waiting = Arc::new(waiting::Waiting::new(
+            pool.clone(),
+            sql.clone(),
+            signal_options,
+            &table,
+        ));
+        Ok(MysqlBackend {
+            pool,
+            table,
+            sql,
+            waiting,
+        })
     }
 
     /// The name of the lock table.
@@ -547,15 +615,18 @@ impl MysqlBackend {
                 Err(Failure::Fatal(e)) => return Err(e),
             }
         }
-        let probe = sqlx::query_scalar::<_, i64>(AssertSqlSafe(self.sql.probe.clone()))
+        let probe = sqlx::query_as::<_, (i64, String, i64)>(AssertSqlSafe(self.sql.probe.clone()))
             .bind(name)
             .fetch_optional(&self.pool);
-        let left_us = match bounded(probe).await {
-            Ok(Some(us)) => us,
+        let (left_us, secret, id) = match bounded(probe).await {
+            Ok(Some(row)) => row,
             Ok(None) => return Ok(Look::Free),
             Err(Failure::Retry(_)) => return Ok(Look::Retry),
             Err(f) => return Err(f.into_error()),
         };
+        if secret == holder.id && left_us > 0 {
+            return Ok(Look::Mine(id as u64, Duration::from_micros(left_us as u64)));
+        }
         if left_us > 0 {
             return Ok(Look::Held(Duration::from_micros(left_us as u64)));
         }
@@ -572,72 +643,26 @@ impl MysqlBackend {
         }
     }
 
-    async fn acquire_inner(
-        &self,
-        key: &str,
-        token: &str,
-        ttl: Duration,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Grant>> {
-        let name = lock_name(key);
-        let holder = Holder::new(key, &name, token);
-        let ttl_us = micros(ttl);
-        let mut poll = MIN_POLL;
-        let mut try_insert = true;
-        // Looks that found the key free again right away; bounded so a one-attempt request
-        // (deadline already passed) cannot loop while others hand the key around.
-        let mut free_in_a_row = 0u32;
-        loop {
-            let sent_at = Instant::now();
-            let look = within_wait(
-                NAME,
-                deadline,
-                self.look(key, &name, holder, ttl_us, try_insert),
-            )
-            .await?;
-            let wait = match look {
-                Look::Won(fence) => return Ok(Some(Grant::new(Some(fence), sent_at))),
-                Look::Free if free_in_a_row < 3 => {
-                    free_in_a_row += 1;
-                    try_insert = true;
-                    continue;
-                }
-                Look::Free | Look::Retry => {
-                    try_insert = true;
-                    jitter(Duration::ZERO, poll)
-                }
-                Look::Held(left) => {
-                    try_insert = false;
-                    // Wake no later than the holder's expiry (+1 ms: `expire_at < now` must hold).
-                    jitter(poll / 2, poll).min(left + MIN_POLL)
-                }
-            };
-            free_in_a_row = 0;
-            let wait = match remaining(deadline) {
-                Some(left) if left.is_zero() => return Ok(None),
-                Some(left) => wait.min(left),
-                None => wait,
-            };
-            tracing::trace!(target: "dlock", key, backend = NAME, sleep_us = wait.as_micros() as u64, "lock busy; polling");
-            tokio::time::sleep(wait).await;
-            poll = (poll * 2).min(MAX_POLL);
-        }
-    }
-
     /// Runs a token-checked statement, retrying deadlocks and lock-wait timeouts; `true` when it
     /// touched a row.
     async fn checked(&self, what: &str, run: impl Fn() -> Query) -> Result<bool> {
-        let mut attempt = 0;
-        loop {
-            match bounded(run().execute(&self.pool)).await {
-                Ok(done) => return Ok(done.rows_affected() > 0),
-                Err(Failure::Retry(e)) if attempt < MAX_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "{what} met a deadlock or lock wait timeout; retrying");
-                    tokio::time::sleep(jitter(MIN_POLL, MIN_POLL * (1 << attempt.min(6)))).await;
-                }
-                Err(f) => return Err(f.into_error()),
+        checked(&self.pool, what, run).await
+    }
+}
+
+/// Runs a token-checked statement on `pool`, retrying deadlocks and lock-wait timeouts; `true`
+/// when it touched a row.
+async fn checked(pool: &MySqlPool, what: &str, run: impl Fn() -> Query) -> Result<bool> {
+    let mut attempt = 0;
+    loop {
+        match bounded(run().execute(pool)).await {
+            Ok(done) => return Ok(done.rows_affected() > 0),
+            Err(Failure::Retry(e)) if attempt < MAX_RETRIES => {
+                attempt += 1;
+                tracing::debug!(target: "dlock", backend = NAME, error = %e, "{what} met a deadlock or lock wait timeout; retrying");
+                tokio::time::sleep(jitter(MIN_POLL, MIN_POLL * (1 << attempt.min(6)))).await;
             }
+            Err(f) => return Err(f.into_error()),
         }
     }
 }
@@ -658,12 +683,7 @@ impl Backend for MysqlBackend {
     }
 
     fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move {
-            let name = lock_name(key);
-            let id = token_parts(token).0;
-            self.checked("release", || query(&self.sql.release).bind(&*name).bind(id))
-                .await
-        })
+        Box::pin(self.release_inner(key, token))
     }
 
     fn extend<'a>(
@@ -676,10 +696,13 @@ impl Backend for MysqlBackend {
             let name = lock_name(key);
             let id = token_parts(token).0;
             let ttl_us = micros(ttl);
-            self.checked("extend", || {
-                query(&self.sql.extend).bind(ttl_us).bind(&*name).bind(id)
-            })
-            .await
+            let extended = self
+                .checked("extend", || {
+                    query(&self.sql.extend).bind(ttl_us).bind(&*name).bind(id)
+                })
+                .await?;
+            self.waiting.extended(&name, id, ttl, extended).await;
+            Ok(extended)
         })
     }
 
@@ -687,6 +710,7 @@ impl Backend for MysqlBackend {
         Box::pin(async move {
             // Bounded: a server that stopped answering must not hold the program's exit.
             let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.pool.close()).await;
+            self.waiting.close();
         })
     }
 

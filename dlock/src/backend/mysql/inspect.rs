@@ -88,10 +88,16 @@ impl MysqlBackend {
         let Some(secret) = secret else {
             return Ok(false);
         };
-        self.checked("force release", || {
-            query(&self.sql.release).bind(&*name).bind(&secret)
-        })
-        .await
+        let freed = self
+            .checked("force release", || {
+                query(&self.sql.release).bind(&*name).bind(&secret)
+            })
+            .await?;
+        if freed {
+            // A holder of this Locker: its turn and its local waiters move on as after its release.
+            self.waiting.freed(&name, &secret).await;
+        }
+        Ok(freed)
     }
 }
 
