@@ -40,8 +40,6 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "redlock")]
 pub mod redlock;
-#[cfg(feature = "mysql")]
-pub(crate) mod waiters;
 #[cfg_attr(
     not(any(
         feature = "redis",
@@ -54,6 +52,8 @@ pub(crate) mod waiters;
 )]
 pub(crate) mod tls;
 pub(crate) mod url_params;
+#[cfg(feature = "mysql")]
+pub(crate) mod waiters;
 #[cfg(feature = "zookeeper")]
 pub mod zookeeper;
 
