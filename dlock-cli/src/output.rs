@@ -125,40 +125,10 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
-/// `url` with the password of every `user:password@` and any `password=` parameter replaced by
-/// `***` (as the library masks its own messages).
+/// `url` with its passwords masked as the library masks its own messages, control characters
+/// escaped for the terminal.
 pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (location, query) = match rest.split_once('?') {
-        Some((location, query)) => (location, Some(query)),
-        None => (rest, None),
-    };
-    let (authority, path) = location.split_at(location.find('/').unwrap_or(location.len()));
-    let authority: Vec<String> = authority
-        .split(',')
-        .map(|host| match host.rsplit_once('@') {
-            Some((userinfo, at)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{at}"),
-                None => host.to_owned(),
-            },
-            None => host.to_owned(),
-        })
-        .collect();
-    let mut masked = format!("{scheme}://{}{path}", authority.join(","));
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        masked.push('?');
-        masked.push_str(&pairs.join("&"));
-    }
-    printable(&masked)
+    printable(&dlock::mask_password(url))
 }
 
 #[cfg(test)]

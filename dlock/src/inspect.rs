@@ -80,16 +80,11 @@ pub(crate) fn new_token(owner: &str) -> Arc<str> {
 /// `owner` made safe to store and print: control characters become `?`, at most
 /// [`MAX_OWNER_LEN`] characters, never empty.
 pub(crate) fn clean_owner(owner: &str) -> Arc<str> {
-    let cleaned: String = owner
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(MAX_OWNER_LEN)
-        .collect();
-    if cleaned.is_empty() {
+    let owner = owner.trim();
+    if owner.is_empty() {
         default_owner()
     } else {
-        cleaned.into()
+        clean_owner_raw(owner)
     }
 }
 

@@ -67,6 +67,7 @@ mod telemetry;
 #[doc(hidden)]
 pub mod test_hooks;
 
+pub use backend::url_params::mask_password;
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use inspect::{LockInfo, MAX_OWNER_LEN};

@@ -84,8 +84,16 @@ pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
 
 /// `url` with every password in it replaced by `***`, for error messages, logs and `Debug`:
 /// the password of each `user:password@` (Redlock and etcd URLs carry several hosts) and the
-/// value of a `password=` query parameter (sqlx reads one).
-pub(crate) fn mask_password(url: &str) -> String {
+/// value of a `password=` query parameter (sqlx reads one). dlock's own messages are masked
+/// this way; use it to show a lock service URL yourself.
+///
+/// ```
+/// assert_eq!(
+///     dlock::mask_password("redis://app:s3cret@cache:6379/0?password=x"),
+///     "redis://app:***@cache:6379/0?password=***"
+/// );
+/// ```
+pub fn mask_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
