@@ -29,7 +29,7 @@ Examples:
 Exit status:
   0  done: the lock was found or released, or the list was shown (also when empty)
   1  nothing held: `inspect` or `release` of a free key, or a release that was declined
-  2  usage error, bad URL, or the server could not be reached (4 s) or failed";
+  2  usage error, bad URL, or the server could not be reached (3 s) or failed";
 
 /// The parsed command line.
 #[derive(Debug, Parser)]

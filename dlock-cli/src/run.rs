@@ -17,8 +17,9 @@ pub const EXIT_NOT_HELD: u8 = 1;
 /// A usage error (clap's status too), a bad URL, an unreachable or failing server.
 pub const EXIT_ERROR: u8 = 2;
 
-/// How long `connect` may take: an unreachable server fails well within 5 s.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long `connect` may take: an unreachable server fails well within 5 s (3 s leaves room
+/// for a loaded machine to start the process and print).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request (inspect, list, force-release) may take once connected.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing the connections may take at the end.
