@@ -299,7 +299,7 @@ impl Locker {
     /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails;
     /// [`Error::Unsupported`] from a custom backend without inspection.
     pub async fn inspect(&self, key: &str) -> Result<Option<crate::LockInfo>> {
-        non_empty(key)?;
+        crate::request::validate_key(key)?;
         self.backend.inspect(key).await
     }
 
@@ -328,7 +328,7 @@ impl Locker {
     /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails;
     /// [`Error::Unsupported`] from a custom backend without it.
     pub async fn force_release(&self, key: &str) -> Result<bool> {
-        non_empty(key)?;
+        crate::request::validate_key(key)?;
         let freed = self.backend.force_release(key).await?;
         if freed {
             crate::telemetry::force_release(self.backend.name());
@@ -415,16 +415,6 @@ impl Locker {
             Err(e) => Err(e),
         }
     }
-}
-
-fn non_empty(key: &str) -> Result<()> {
-    if key.is_empty() {
-        return Err(Error::InvalidKey {
-            key: String::new(),
-            reason: "a lock key must not be empty; name the resource, e.g. \"order:42\"".into(),
-        });
-    }
-    Ok(())
 }
 
 /// Opens the networked backend `url` names, on the current runtime (see [`crate::reopen`]).

@@ -216,13 +216,19 @@ impl IntoFuture for LockRequest {
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn validate(key: &str, spec: LeaseSpec) -> Result<()> {
+    validate_key(key)?;
+    validate_ttl(spec.ttl)
+}
+
+/// A lock key must not be empty (also checked by inspection and force-release).
+pub(crate) fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey {
             key: String::new(),
             reason: "a lock key must not be empty; name the resource, e.g. \"order:42\"".into(),
         });
     }
-    validate_ttl(spec.ttl)
+    Ok(())
 }
 
 /// A lease length must be between 1 ms and [`MAX_TTL`].
