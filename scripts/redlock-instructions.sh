@@ -24,16 +24,7 @@ for h in "${hosts[@]}"; do
 done
 export DLOCK_REDLOCK_HOSTS
 DLOCK_REDLOCK_HOSTS=$(IFS=,; echo "${hosts[*]}")
-count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 | awk '/Collected/ {print $4}'; }
-per_cycle() {
-  local runs=()
-  for _ in 1 2 3; do
-    local a b
-    a=$(count "$1" 500); b=$(count "$1" 1500)
-    runs+=($(( (b - a) / 1000 )))
-  done
-  printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p
-}
+. scripts/lib/callgrind-cycles.sh
 rslock=$(per_cycle rslock)
 dlock=$(per_cycle dlock)
 echo "| subject | instructions per cycle (client) |"
