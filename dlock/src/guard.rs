@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Kind};
 use crate::lease::Lease;
 use crate::locker::Claim;
 use crate::{runtime, Error, Result};
@@ -42,6 +42,7 @@ pub struct LockGuard {
 
 struct Live {
     backend: Arc<dyn Backend>,
+    kind: Kind,
     token: Arc<str>,
     lease: Lease,
     /// The key claimed by the task that acquired it, until released.
@@ -63,6 +64,7 @@ impl LockGuard {
     #[allow(clippy::too_many_arguments)] // crate-private: the parts of one acquisition
     pub(crate) fn new(
         backend: Arc<dyn Backend>,
+        kind: Kind,
         key: Arc<str>,
         token: Arc<str>,
         fence: Option<u64>,
@@ -77,6 +79,7 @@ impl LockGuard {
             waited,
             live: Some(Live {
                 backend,
+                kind,
                 token,
                 lease,
                 claim,
@@ -153,7 +156,11 @@ impl LockGuard {
         // No renewal may be in flight meanwhile (see `LeaseState::change`).
         let _changing = live.lease.state.change().await;
         let sent_at = Instant::now();
-        if live.backend.extend(&self.key, &live.token, ttl).await? {
+        if live
+            .backend
+            .extend(&self.key, live.kind, &live.token, ttl)
+            .await?
+        {
             live.lease.state.extended(sent_at, ttl);
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, ttl_ms = ttl.as_millis() as u64, "lock extended");
             Ok(())
@@ -179,7 +186,10 @@ impl LockGuard {
         let was_held = live.lease.state.is_held();
         // `live` stays in the guard until the release has answered: if this future is dropped
         // midway (or fails), the guard's Drop still releases in the background.
-        let released = live.backend.release(&self.key, &live.token).await?;
+        let released = live
+            .backend
+            .release(&self.key, live.kind, &live.token)
+            .await?;
         let Some(live) = self.live.take() else {
             return Ok(());
         };
@@ -213,6 +223,7 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         let Some(Live {
             backend,
+            kind,
             token,
             lease,
             claim,
@@ -232,7 +243,7 @@ impl Drop for LockGuard {
             let _pending = pending;
             let name = backend.name();
             let until = Instant::now() + RELEASE_RETRIES_FOR;
-            match release_retrying(&*backend, &key, &token, until).await {
+            match release_retrying(&*backend, &key, kind, &token, until).await {
                 Ok(true) => {
                     tracing::debug!(target: "dlock", key = &*key, backend = name, fence, "lock released (guard dropped)")
                 }
@@ -257,12 +268,13 @@ const RELEASE_RETRIES_FOR: Duration = Duration::from_secs(30);
 pub(crate) async fn release_retrying(
     backend: &dyn Backend,
     key: &str,
+    kind: Kind,
     token: &str,
     until: Instant,
 ) -> crate::Result<bool> {
     let mut pause = Duration::from_millis(50);
     loop {
-        match backend.release(key, token).await {
+        match backend.release(key, kind, token).await {
             Err(e) if Instant::now() + pause < until => {
                 tracing::debug!(target: "dlock", key, backend = backend.name(), error = %e, "a background release failed; trying again");
                 tokio::time::sleep(pause).await;

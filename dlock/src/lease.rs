@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::backend::{Backend, BoxFuture};
+use crate::backend::{Backend, BoxFuture, Kind};
 use crate::runtime;
 
 /// How a lease is kept.
@@ -145,6 +145,7 @@ impl Lease {
     /// expires it, and `is_held`/`lost` read the deadline.
     pub(crate) fn start(
         backend: Arc<dyn Backend>,
+        kind: Kind,
         key: Arc<str>,
         token: Arc<str>,
         spec: LeaseSpec,
@@ -163,6 +164,7 @@ impl Lease {
         let task = (spec.watchdog || backend_lost.is_some()).then(|| {
             let task = LeaseTask {
                 backend,
+                kind,
                 key,
                 token,
                 spec,
@@ -193,6 +195,7 @@ impl Drop for Lease {
 /// What the timer task of one lease works with.
 struct LeaseTask {
     backend: Arc<dyn Backend>,
+    kind: Kind,
     key: Arc<str>,
     token: Arc<str>,
     spec: LeaseSpec,
@@ -203,6 +206,7 @@ struct LeaseTask {
 async fn run(task: LeaseTask, sent_at: Instant) {
     let LeaseTask {
         backend,
+        kind,
         key,
         token,
         spec,
@@ -247,7 +251,7 @@ async fn run(task: LeaseTask, sent_at: Instant) {
             state.mark_lost(why);
             // Give the lock up explicitly: backends whose locks do not expire by themselves
             // (ZooKeeper) must not keep it past its ttl. Token-checked, so harmless elsewhere.
-            let _ = backend.release(&key, &token).await;
+            let _ = backend.release(&key, kind, &token).await;
             return;
         }
         if !spec.watchdog || now < next_renewal {
@@ -256,7 +260,7 @@ async fn run(task: LeaseTask, sent_at: Instant) {
         let changing = state.change().await;
         let now = Instant::now();
         let left = state.deadline().saturating_duration_since(now);
-        match tokio::time::timeout(left, backend.extend(&key, &token, spec.ttl)).await {
+        match tokio::time::timeout(left, backend.extend(&key, kind, &token, spec.ttl)).await {
             Ok(Ok(true)) => {
                 #[cfg(feature = "test-hooks")]
                 crate::test_hooks::before_renewal_recorded(&key).await;

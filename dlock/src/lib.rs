@@ -68,10 +68,11 @@ mod telemetry;
 pub mod test_hooks;
 
 pub use backend::url_params::mask_password;
+pub use backend::Kind;
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use inspect::{LockInfo, MAX_OWNER_LEN};
-pub use locker::Locker;
+pub use locker::{Locker, LEADER_KEY_PREFIX};
 pub use registry::{
     connect_configured, env_var_for, lookup, lookup_blocking, register, DEFAULT_NAME,
 };

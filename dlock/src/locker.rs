@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::url_params::mask_password;
-use crate::backend::Backend;
+use crate::backend::{Backend, Kind};
 use crate::lease::LeaseState;
 use crate::reopen::Reopening;
 use crate::{runtime, Error, LockGuard, LockRequest, Result};
@@ -400,7 +400,179 @@ impl Locker {
 
     /// A request for the lock on `key`; set `.ttl`, `.wait`, `.watchdog`, then `.await` it.
     pub fn lock(&self, key: impl Into<String>) -> LockRequest {
-        LockRequest::new(self.clone(), key.into())
+        LockRequest::new(self.clone(), key.into(), Kind::Exclusive)
+    }
+
+    /// A request for a shared (read) hold of the read-write lock `key`: held together with other
+    /// readers, never with a writer. Read-write locks have their own key space (`lock("a")` and
+    /// `read_lock("a")` do not exclude each other).
+    ///
+    /// Writers are preferred: once a writer waits, new readers wait behind it, so a steady stream
+    /// of readers cannot starve writers (readers already holding finish first). A reader's
+    /// [`fence`](LockGuard::fence) is the fence of the last write hold of the key (`None` if
+    /// there was none yet, or on backends whose readers cannot see it); writers' fences grow.
+    ///
+    /// Offered by memory, Redis (single, Cluster, Sentinel), PostgreSQL, ZooKeeper and etcd;
+    /// MySQL and Redlock answer [`Error::Unsupported`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dlock::Error> {
+    /// use std::time::Duration;
+    /// let locker = dlock::Locker::memory();
+    /// let r1 = locker.read_lock("doc:7").await?;
+    /// // Another task (or process) reads at the same time; a writer has to wait.
+    /// let r2 = tokio::spawn(locker.read_lock("doc:7").acquire()).await.unwrap()?;
+    /// let w = tokio::spawn(locker.write_lock("doc:7").wait(Duration::ZERO).acquire());
+    /// assert!(matches!(w.await.unwrap(), Err(dlock::Error::Busy { .. })));
+    /// drop((r1, r2));
+    /// # Ok(()) }
+    /// ```
+    pub fn read_lock(&self, key: impl Into<String>) -> LockRequest {
+        LockRequest::new(self.clone(), key.into(), Kind::Read)
+    }
+
+    /// A request for the exclusive (write) hold of the read-write lock `key`: no reader and no
+    /// other writer holds it meanwhile; see [`read_lock`](Self::read_lock).
+    pub fn write_lock(&self, key: impl Into<String>) -> LockRequest {
+        LockRequest::new(self.clone(), key.into(), Kind::Write)
+    }
+
+    /// One attempt at the write hold of `key`: `None` when a reader or writer has it.
+    ///
+    /// # Errors
+    /// As awaiting [`write_lock`](Self::write_lock).
+    pub async fn try_write_lock(&self, key: impl Into<String>) -> Result<Option<LockGuard>> {
+        attempt(self.write_lock(key)).await
+    }
+
+    /// A request for one of `permits` permits of the semaphore `key`: at most `permits` guards
+    /// of it are held at once, each with its own lease, so a crashed holder's permit frees after
+    /// its lease while the others stay. Every holder must name the same `permits`: a different
+    /// count while the semaphore is held is [`Error::InvalidArgument`], not a second semaphore.
+    /// Semaphores have their own key space. The guard's fence grows with every permit granted.
+    ///
+    /// Offered where [`read_lock`](Self::read_lock) is.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dlock::Error> {
+    /// use std::time::Duration;
+    /// let locker = dlock::Locker::memory();
+    /// let a = locker.semaphore("crawler", 2).await?;
+    /// // A task holds one permit of a semaphore at a time; other tasks take the others.
+    /// let b = tokio::spawn(locker.semaphore("crawler", 2).acquire()).await.unwrap()?;
+    /// let third = tokio::spawn(locker.semaphore("crawler", 2).wait(Duration::ZERO).acquire());
+    /// assert!(matches!(third.await.unwrap(), Err(dlock::Error::Busy { .. })));
+    /// # drop((a, b));
+    /// # Ok(()) }
+    /// ```
+    pub fn semaphore(&self, key: impl Into<String>, permits: u32) -> LockRequest {
+        LockRequest::new(self.clone(), key.into(), Kind::Permit(permits))
+    }
+
+    /// Campaigns for the leadership of `name`: resolves when this Locker's
+    /// [`owner`](Self::owner) leads, with a guard whose lease a watchdog renews (30 s, renewed
+    /// every 10 s, unless `.ttl(..)` says otherwise). Drop or
+    /// [`release`](LockGuard::release) the guard to resign (the next candidate is elected at
+    /// once); [`lost`](LockGuard::lost) fires when leadership is gone. A leader whose process
+    /// dies is replaced once its lease runs out (at most the ttl, 30 s by default; on ZooKeeper
+    /// when its session expires), plus the wake-up of a waiting candidate (a notice: well under a
+    /// second on loopback).
+    ///
+    /// An election is a lock on the key [`LEADER_KEY_PREFIX`]` + name`, so `dlock list
+    /// dlock-leader:` shows every leader. Offered by every backend (on Redlock without a fence).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dlock::Error> {
+    /// let locker = dlock::Locker::memory().with_owner("node-a");
+    /// let leading = locker.campaign("scheduler").await?;
+    /// assert_eq!(locker.leader("scheduler").await?.as_deref(), Some("node-a"));
+    /// leading.release().await?; // resign
+    /// assert_eq!(locker.leader("scheduler").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn campaign(&self, name: &str) -> LockRequest {
+        LockRequest::new(
+            self.clone(),
+            format!("{LEADER_KEY_PREFIX}{name}"),
+            Kind::Exclusive,
+        )
+    }
+
+    /// The owner leading `name` now, or `None` when nobody leads it.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the server fails.
+    pub async fn leader(&self, name: &str) -> Result<Option<String>> {
+        let info = self.inspect(&format!("{LEADER_KEY_PREFIX}{name}")).await?;
+        Ok(info.and_then(|info| info.owner))
+    }
+
+    /// Runs `work` while this Locker leads `name`, as one loop: campaign; once elected, run
+    /// `work(fence)`; if leadership is lost first, drop (cancel) that future and campaign again;
+    /// when `work` finishes, resign and return its output. The shape of Kubernetes'
+    /// `OnStartedLeading` / `OnStoppedLeading`: what `OnStoppedLeading` would do belongs after
+    /// the `.await` points of `work` that a cancel can interrupt (or in a `Drop`).
+    ///
+    /// `fence` is the term's fence (strictly increasing per election, `None` on Redlock): pass it
+    /// to what the leader writes, so a deposed leader's late writes are refused. Errors while
+    /// campaigning (a server down) are logged and retried every second; only errors that a retry
+    /// cannot mend end the loop.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), dlock::Error> {
+    /// let locker = dlock::Locker::connect("redis://127.0.0.1:6379").await?;
+    /// locker
+    ///     .lead("scheduler", |fence| async move {
+    ///         loop {
+    ///             println!("leading, term {fence:?}: scheduling");
+    ///             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Unsupported`], [`Error::InvalidArgument`], or a closed
+    /// Locker: what campaigning again would not change.
+    pub async fn lead<F, Fut, T>(&self, name: &str, mut work: F) -> Result<T>
+    where
+        F: FnMut(Option<u64>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        loop {
+            let leading = match self.campaign(name).await {
+                Ok(guard) => guard,
+                Err(
+                    e @ (Error::InvalidKey { .. }
+                    | Error::Unsupported { .. }
+                    | Error::InvalidArgument { .. }
+                    | Error::AlreadyHeld { .. }
+                    | Error::BlockingInAsync),
+                ) => return Err(e),
+                Err(e) if self.shared.is_closed() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(target: "dlock", key = name, backend = self.backend.name(), error = %e, "campaign failed; trying again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            tracing::info!(target: "dlock", key = name, backend = self.backend.name(), fence = leading.fence(), "elected leader");
+            let run = work(leading.fence());
+            tokio::select! {
+                output = run => {
+                    // Resigning fails only when leadership was just lost: the work is done anyway.
+                    let _ = leading.release().await;
+                    return Ok(output);
+                }
+                _ = leading.lost() => {
+                    tracing::warn!(target: "dlock", key = name, backend = self.backend.name(), "leadership lost; work cancelled, campaigning again");
+                }
+            }
+        }
     }
 
     /// One attempt at the lock on `key` with the default watchdog lease: `None` when another
@@ -409,11 +581,20 @@ impl Locker {
     /// # Errors
     /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails.
     pub async fn try_lock(&self, key: impl Into<String>) -> Result<Option<LockGuard>> {
-        match self.lock(key).wait(Duration::ZERO).await {
-            Ok(guard) => Ok(Some(guard)),
-            Err(Error::Busy { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        attempt(self.lock(key)).await
+    }
+}
+
+/// The key prefix of leader elections: [`Locker::campaign`]`("scheduler")` locks
+/// `"dlock-leader:scheduler"`. Keys starting with it are reserved for elections.
+pub const LEADER_KEY_PREFIX: &str = "dlock-leader:";
+
+/// One attempt: `None` when busy.
+async fn attempt(request: LockRequest) -> Result<Option<LockGuard>> {
+    match request.wait(Duration::ZERO).await {
+        Ok(guard) => Ok(Some(guard)),
+        Err(Error::Busy { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

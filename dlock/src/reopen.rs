@@ -15,7 +15,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BoxFuture, Grant, LockInfo};
+use crate::backend::{Backend, BoxFuture, Grant, Kind, LockInfo};
 use crate::runtime::Home;
 use crate::Result;
 
@@ -93,33 +93,42 @@ impl Backend for Reopening {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         Box::pin(async move {
             let live = self.live().await?;
-            let acquire = live.backend.acquire(key, token, ttl, deadline);
+            let acquire = live.backend.acquire(key, kind, token, ttl, deadline);
             live.home.run(acquire).await
         })
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let live = self.live().await?;
-            live.home.run(live.backend.release(key, token)).await
+            live.home.run(live.backend.release(key, kind, token)).await
         })
     }
 
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let live = self.live().await?;
-            live.home.run(live.backend.extend(key, token, ttl)).await
+            live.home
+                .run(live.backend.extend(key, kind, token, ttl))
+                .await
         })
     }
 

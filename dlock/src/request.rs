@@ -4,7 +4,7 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BoxFuture};
+use crate::backend::{Backend, BoxFuture, Kind, Space};
 use crate::lease::{Lease, LeaseSpec};
 use crate::locker::{Holder, Shared};
 use crate::telemetry::{self, Outcome};
@@ -44,16 +44,18 @@ pub const DEFAULT_WATCHDOG_TTL: Duration = Duration::from_secs(30);
 pub struct LockRequest {
     locker: Locker,
     key: String,
+    kind: Kind,
     ttl: Option<Duration>,
     wait: Option<Duration>,
     watchdog: Option<bool>,
 }
 
 impl LockRequest {
-    pub(crate) fn new(locker: Locker, key: String) -> Self {
+    pub(crate) fn new(locker: Locker, key: String, kind: Kind) -> Self {
         LockRequest {
             locker,
             key,
+            kind,
             ttl: None,
             wait: None,
             watchdog: None,
@@ -124,10 +126,26 @@ impl LockRequest {
                 "this Locker was closed (Locker::close); connect a new one",
             ));
         }
+        let kind = self.kind;
+        if let Kind::Permit(0) = kind {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "semaphore `{}` with 0 permits could never be acquired; give it at least 1",
+                    self.key
+                ),
+            });
+        }
         let key: Arc<str> = self.key.into();
         // Refused at once when this task already holds or is acquiring the key here: it would
-        // wait for itself. A single attempt (`try_lock`) is simply busy: the key is held.
-        let claim = match shared.claim(&key, holder) {
+        // wait for itself. A single attempt (`try_lock`) is simply busy: the key is held. Read
+        // and write holds of one key count as one claim (a task waiting to write behind its own
+        // read would wait for ever), and so do a task's permits of one semaphore.
+        let claimed: Arc<str> = match kind.space() {
+            Space::Mutex => key.clone(),
+            Space::ReadWrite => format!("\0rw\0{key}").into(),
+            Space::Semaphore => format!("\0semaphore\0{key}").into(),
+        };
+        let claim = match shared.claim(&claimed, holder) {
             Ok(claim) => claim,
             Err(_) if self.wait == Some(Duration::ZERO) => {
                 return Err(Error::Busy {
@@ -146,12 +164,16 @@ impl LockRequest {
         // granted the lock anyway: release the token (token-checked, harmless otherwise).
         let mut cancel = ReleaseOnDrop {
             backend: Some(backend.clone()),
+            kind,
             key: key.clone(),
             token: token.clone(),
             shared: shared.clone(),
             lease: spec.ttl,
         };
-        let grant = match backend.acquire(&key, &token, spec.ttl, deadline).await {
+        let grant = match backend
+            .acquire(&key, kind, &token, spec.ttl, deadline)
+            .await
+        {
             Ok(grant) => grant,
             Err(e) => {
                 telemetry::acquire(backend.name(), Outcome::Error, started.elapsed());
@@ -181,6 +203,7 @@ impl LockRequest {
         // The lease counts from when the granting attempt was sent: the server's cannot end earlier.
         let lease = Lease::start(
             backend.clone(),
+            kind,
             key.clone(),
             token.clone(),
             spec,
@@ -190,6 +213,7 @@ impl LockRequest {
         claim.held_under(&lease.state);
         Ok(LockGuard::new(
             backend,
+            kind,
             key,
             token,
             grant.fence,
@@ -247,6 +271,7 @@ pub(crate) fn validate_ttl(ttl: Duration) -> Result<()> {
 /// Releases `token` in the background unless disarmed (by taking `backend`).
 struct ReleaseOnDrop {
     backend: Option<Arc<dyn Backend>>,
+    kind: Kind,
     key: Arc<str>,
     token: Arc<str>,
     shared: Arc<Shared>,
@@ -259,12 +284,14 @@ impl Drop for ReleaseOnDrop {
         let Some(backend) = self.backend.take() else {
             return;
         };
-        let (key, token) = (self.key.clone(), self.token.clone());
+        let (key, token, kind) = (self.key.clone(), self.token.clone(), self.kind);
         let pending = self.shared.background_release();
         let until = Instant::now() + self.lease;
         runtime::spawn_background(async move {
             let _pending = pending;
-            if let Ok(true) = crate::guard::release_retrying(&*backend, &key, &token, until).await {
+            if let Ok(true) =
+                crate::guard::release_retrying(&*backend, &key, kind, &token, until).await
+            {
                 tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), "released a lock whose acquire was cancelled");
             }
         });

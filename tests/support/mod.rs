@@ -78,12 +78,19 @@ pub struct Holder {
 impl Holder {
     /// Starts `dlock-hold <url> <key> <ttl_ms> <watchdog>` and waits until it holds the lock.
     pub fn start(url: &str, key: &str, ttl: Duration, watchdog: bool) -> Holder {
+        Holder::start_kind(url, key, ttl, watchdog, "lock")
+    }
+
+    /// As [`Holder::start`], holding `kind`: `lock`, `read`, `write`, `permit:N` (a semaphore of
+    /// N) or `campaign` (`key` is the election's name).
+    pub fn start_kind(url: &str, key: &str, ttl: Duration, watchdog: bool, kind: &str) -> Holder {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dlock-hold"))
             .args([
                 url,
                 key,
                 &ttl.as_millis().to_string(),
                 if watchdog { "watchdog" } else { "fixed" },
+                kind,
             ])
             .stdout(Stdio::piped())
             .spawn()

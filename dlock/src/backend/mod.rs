@@ -4,8 +4,8 @@
 //!
 //! | method | does |
 //! |---|---|
-//! | [`Backend::acquire`] | take `key` for `token` with a lease of `ttl`, waiting for release notices until `deadline`; returns the fence |
-//! | [`Backend::release`] | token-checked delete; `false` when the lock is not (any more) ours |
+//! | [`Backend::acquire`] | take `key` as `kind` (a mutex, a read or write hold, a semaphore permit) for `token` with a lease of `ttl`, waiting for release notices until `deadline`; returns the fence |
+//! | [`Backend::release`] | token-checked delete; `false` when the hold is not (any more) ours |
 //! | [`Backend::extend`] | token-checked move of the lease to `ttl` from now; `false` when not ours |
 //! | [`Backend::name`] | a short name for errors and tracing |
 //! | [`Backend::close`] | closes connections at [`Locker::close`](crate::Locker::close) (default: nothing) |
@@ -19,6 +19,12 @@
 //! only says who tries the row next.
 //! None of these fit "try, then sleep" driven from the outside, so the locker leaves the whole
 //! wait to the backend and keeps only what is common: tokens, leases, guards and cancellation.
+//!
+//! Read-write locks and semaphores are the same three methods with another [`Kind`]: a hold is
+//! a hold, with its own token and lease, whatever rule decides when it is granted. Each kind
+//! has its own key space (`lock("a")`, `read_lock("a")` and `semaphore("a", 3)` are three
+//! different locks). A backend that cannot offer a kind soundly answers
+//! [`Error::Unsupported`](crate::Error::Unsupported) from `acquire` ([`Kind::unsupported`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -59,6 +65,73 @@ pub mod zookeeper;
 
 /// A boxed, `Send` future: the return type of [`Backend`] methods (keeps the trait object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What kind of hold an acquire asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A mutex: one holder ([`Locker::lock`](crate::Locker::lock), and leader election).
+    Exclusive,
+    /// A shared hold of a read-write lock: any number of readers, no writer.
+    Read,
+    /// The exclusive hold of a read-write lock: no reader, no other writer. Its fence grows
+    /// across writers; readers see the fence of the last write.
+    Write,
+    /// One of `permits` permits of a semaphore; every holder of a key names the same count.
+    Permit(u32),
+}
+
+impl Kind {
+    /// A short name for errors and tracing: `"lock"`, `"read_lock"`, `"write_lock"`,
+    /// `"semaphore"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Exclusive => "lock",
+            Kind::Read => "read_lock",
+            Kind::Write => "write_lock",
+            Kind::Permit(_) => "semaphore",
+        }
+    }
+
+    /// Which key space the kind lives in: read and write holds share one (they exclude each
+    /// other); a mutex and a semaphore each have their own.
+    pub fn space(self) -> Space {
+        match self {
+            Kind::Exclusive => Space::Mutex,
+            Kind::Read | Kind::Write => Space::ReadWrite,
+            Kind::Permit(_) => Space::Semaphore,
+        }
+    }
+
+    /// The error a backend answers for a kind it does not offer, naming the backends that do.
+    pub fn unsupported(self, backend: &'static str) -> crate::Error {
+        crate::Error::Unsupported {
+            backend,
+            what: format!(
+                "`{}` (offered by: {}; {backend} cannot give it soundly)",
+                self.name(),
+                match self.space() {
+                    Space::Mutex => "every backend",
+                    Space::ReadWrite | Space::Semaphore => READ_WRITE_AND_SEMAPHORE_BACKENDS,
+                }
+            ),
+        }
+    }
+}
+
+/// The backends that offer read-write locks and semaphores (for [`Kind::unsupported`]).
+pub const READ_WRITE_AND_SEMAPHORE_BACKENDS: &str = "memory, redis, postgres, zookeeper, etcd";
+
+/// The key spaces of [`Kind`]s: a backend keeps each apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// Mutexes (and leader elections).
+    Mutex,
+    /// Read-write locks: readers and writers of one key.
+    ReadWrite,
+    /// Semaphores.
+    Semaphore,
+}
 
 /// What a successful [`Backend::acquire`] hands back.
 pub struct Grant {
@@ -101,7 +174,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Short name used in errors and `tracing` events (`"redis"`, `"mysql"`, ...).
     fn name(&self) -> &'static str;
 
-    /// Takes `key` for `token` with a lease of `ttl`.
+    /// Takes `key` as `kind` for `token` with a lease of `ttl`.
+    ///
+    /// A kind the backend does not offer is `Err(kind.unsupported(..))` ([`Kind::unsupported`])
+    /// before anything is sent; a [`Kind::Permit`] count other than the one the key's current
+    /// holders use is [`Error::InvalidArgument`](crate::Error::InvalidArgument), never a second
+    /// semaphore.
     ///
     /// Waits for the holder's release (by the backend's own notice mechanism) until `deadline`;
     /// `Some(deadline)` in the past means exactly one attempt, `None` means wait as long as it
@@ -114,16 +192,23 @@ pub trait Backend: Send + Sync + 'static {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>>;
 
-    /// Deletes the lock if `token` holds it. `Ok(false)` when it does not (expired, taken over).
+    /// Deletes the hold of `kind` on `key` if `token` has it. `Ok(false)` when it does not
+    /// (expired, taken over).
     ///
     /// # Errors
     /// [`Error::Backend`](crate::Error::Backend) when the server cannot be reached.
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>>;
 
     /// Sets the lease of `key` to `ttl` from now if `token` holds it. `Ok(false)` when it does not.
     ///
@@ -132,6 +217,7 @@ pub trait Backend: Send + Sync + 'static {
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>>;
@@ -366,24 +452,31 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        (**self).acquire(key, token, ttl, deadline)
+        (**self).acquire(key, kind, token, ttl, deadline)
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        (**self).release(key, token)
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        (**self).release(key, kind, token)
     }
 
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        (**self).extend(key, token, ttl)
+        (**self).extend(key, kind, token, ttl)
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

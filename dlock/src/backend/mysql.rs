@@ -199,7 +199,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 
 use super::digest::sha256_hex;
-use super::{jitter, token_parts, Backend, BoxFuture, Grant, LockInfo};
+use super::{jitter, token_parts, Backend, BoxFuture, Grant, Kind, LockInfo};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result, MAX_OWNER_LEN};
@@ -675,23 +675,39 @@ impl Backend for MysqlBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+        }
         Box::pin(self.acquire_inner(key, token, ttl, deadline))
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(self.release_inner(key, token))
     }
 
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(async move {
             let name = lock_name(key);
             let id = token_parts(token).0;

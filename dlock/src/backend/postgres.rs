@@ -115,7 +115,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use tokio::sync::Notify;
 
 use super::digest::{sha256, sha256_hex};
-use super::{jitter, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, LockInfo};
+use super::{
+    jitter, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, Kind, LockInfo,
+};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result, MAX_OWNER_LEN};
@@ -601,14 +603,26 @@ impl Backend for PostgresBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+        }
         Box::pin(self.acquire_inner(key, token, ttl, deadline))
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(async move {
             let name = lock_name(key);
             let rows = bounded(
@@ -625,9 +639,13 @@ impl Backend for PostgresBackend {
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(async move {
             let name = lock_name(key);
             let done = bounded(

@@ -48,7 +48,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, Value};
 
 use super::redis::{open_client, ttl_ms, RedisKeys};
-use super::{jitter, remaining, token_parts, Backend, BoxFuture, Grant, LockInfo};
+use super::{jitter, remaining, token_parts, Backend, BoxFuture, Grant, Kind, LockInfo};
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 
@@ -635,10 +635,14 @@ impl Backend for RedlockBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+        }
         Box::pin(async move {
             let (set, _) = Op::Set(ttl).command(key, token);
             let node_timeout =
@@ -688,16 +692,28 @@ impl Backend for RedlockBackend {
         })
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(self.quorum_of(Op::Release, key, token))
     }
 
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(self.quorum_of(Op::Extend(ttl), key, token))
     }
 

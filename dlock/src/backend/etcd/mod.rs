@@ -63,7 +63,9 @@ use etcd_client::{
     TxnOpResponse, WatchOptions,
 };
 
-use super::{diagnose, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, LockInfo};
+use super::{
+    diagnose, remaining, token_parts, within_wait, Backend, BoxFuture, Grant, Kind, LockInfo,
+};
 use crate::backend::tls::TlsParams;
 use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
@@ -540,17 +542,29 @@ impl Backend for EtcdBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+        }
         // Again after an expired token or an election: the key made by an earlier try, if
         // any, is found and kept (its path holds this token).
         let until = deadline.unwrap_or_else(|| Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(self.retrying(until, move || self.acquire_inner(key, token, ttl, deadline)))
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
         Box::pin(self.retrying(until, move || self.release_inner(key, token)))
     }
@@ -558,9 +572,13 @@ impl Backend for EtcdBackend {
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
         Box::pin(self.retrying(until, move || self.extend_inner(key, token, ttl)))
     }

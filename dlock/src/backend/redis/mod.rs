@@ -90,7 +90,9 @@ use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Script, Value};
 use tokio::sync::{Notify, OnceCell};
 
-use super::{jitter, remaining, within_wait, Backend, BoxFuture, Grant, LockInfo, MIN_ANSWER_TIME};
+use super::{
+    jitter, remaining, within_wait, Backend, BoxFuture, Grant, Kind, LockInfo, MIN_ANSWER_TIME,
+};
 use crate::backend::tls::{TlsFiles, TlsParams};
 
 use crate::backend::url_params::mask_password;
@@ -1239,10 +1241,14 @@ impl Backend for RedisBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+        }
         // Once more after a dropped connection: the connection manager reconnects after the
         // first command that fails (a server restart, a killed connection); an acquire is
         // safe to repeat (a key already holding its token counts as won).
@@ -1257,7 +1263,15 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(async move {
             let keys = RedisKeys::new(key);
             let mut con = self.commands.clone();
@@ -1322,9 +1336,13 @@ impl Backend for RedisBackend {
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         // Token-checked, so safe to repeat after a dropped connection (see `acquire`).
         Box::pin(async move {
             match self.extend_once(key, token, ttl).await {
@@ -1359,7 +1377,7 @@ impl Backend for RedisBackend {
                 let Some((token, _)) = inspect::holder(self, key, &keys).await? else {
                     return Ok(false);
                 };
-                if self.release(key, &token).await? {
+                if self.release(key, Kind::Exclusive, &token).await? {
                     return Ok(true);
                 }
             }

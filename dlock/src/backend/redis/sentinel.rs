@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::RedisBackend;
 use crate::backend::url_params::mask_password;
-use crate::backend::{Backend, BoxFuture, Grant, LockInfo};
+use crate::backend::{Backend, BoxFuture, Grant, Kind, LockInfo};
 use crate::{Error, Result};
 
 const NAME: &str = "redis";
@@ -291,26 +291,39 @@ impl Backend for SentinelBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         Box::pin(self.on_primary(move |b| {
-            Box::pin(async move { b.acquire(key, token, ttl, deadline).await })
+            Box::pin(async move { b.acquire(key, kind, token, ttl, deadline).await })
         }))
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.on_primary(move |b| Box::pin(async move { b.release(key, token).await })))
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(
+            self.on_primary(move |b| Box::pin(async move { b.release(key, kind, token).await })),
+        )
     }
 
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.on_primary(move |b| Box::pin(async move { b.extend(key, token, ttl).await })))
+        Box::pin(
+            self.on_primary(move |b| {
+                Box::pin(async move { b.extend(key, kind, token, ttl).await })
+            }),
+        )
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -125,7 +125,7 @@ use tokio::sync::watch;
 use zookeeper_client as zk;
 
 use super::digest::sha256_hex;
-use super::{diagnose, jitter, token_parts, Backend, BoxFuture, Grant, LockInfo};
+use super::{diagnose, jitter, token_parts, Backend, BoxFuture, Grant, Kind, LockInfo};
 use crate::backend::tls::{TlsFiles, TlsParams};
 use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
@@ -1099,24 +1099,40 @@ impl Backend for ZookeeperBackend {
     fn acquire<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         _ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+        }
         // The ttl is kept by the locker's lease task (see "Lease" in the module docs).
         Box::pin(async move { Ok(self.acquire_inner(key, token, deadline).await?) })
     }
 
-    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        kind: Kind,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(async move { Ok(self.release_inner(key, token).await?) })
     }
 
     fn extend<'a>(
         &'a self,
         key: &'a str,
+        kind: Kind,
         token: &'a str,
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
+        if kind != Kind::Exclusive {
+            return Box::pin(async { Ok(false) });
+        }
         Box::pin(async move { Ok(self.extend_inner(key, token).await?) })
     }
 

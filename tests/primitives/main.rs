@@ -1,0 +1,9 @@
+//! Read-write locks, semaphores and leader election on every backend (issue 16): one test binary,
+//! a file per backend, the scenarios every backend must pass written once in `scenarios.rs`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod scenarios;
+
+mod memory;

@@ -1,0 +1,487 @@
+//! What every backend's read-write locks, semaphores and elections must show, written once; each
+//! backend's file calls these with its own lockers (issue 16).
+
+#![allow(dead_code)] // each backend runs the scenarios it offers
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dlock::{Error, Locker};
+
+/// Generous: a loaded 2-core CI machine runs several test binaries at once.
+const LONG_WAIT: Duration = Duration::from_secs(60);
+
+/// Readers and writers over `lockers`: readers overlap (more than one at once was seen), no
+/// reader ever overlaps a writer, and the writers' non-atomic counter ends exact; writer fences
+/// strictly increase, and a reader sees the fence of the last write (when the backend gives one).
+pub async fn readers_overlap_and_writers_exclude(lockers: &[Locker], key: &str) {
+    let readers_in = Arc::new(AtomicUsize::new(0));
+    let writers_in = Arc::new(AtomicUsize::new(0));
+    let most_readers = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
+    let write_fences = Arc::new(Mutex::new(Vec::new()));
+    let violations = Arc::new(AtomicUsize::new(0));
+    let (writers, readers, rounds) = (4usize, 8usize, 6u64);
+    let mut joins = Vec::new();
+    for i in 0..writers + readers {
+        let locker = lockers[i % lockers.len()].clone();
+        let key = key.to_owned();
+        let (readers_in, writers_in, most_readers, counter, write_fences, violations) = (
+            readers_in.clone(),
+            writers_in.clone(),
+            most_readers.clone(),
+            counter.clone(),
+            write_fences.clone(),
+            violations.clone(),
+        );
+        let writer = i < writers;
+        joins.push(tokio::spawn(async move {
+            for _ in 0..rounds {
+                if writer {
+                    let guard = locker
+                        .write_lock(key.as_str())
+                        .wait(LONG_WAIT)
+                        .await
+                        .expect("write lock");
+                    if writers_in.fetch_add(1, Ordering::SeqCst) != 0
+                        || readers_in.load(Ordering::SeqCst) != 0
+                    {
+                        violations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    if let Some(f) = guard.fence() {
+                        write_fences.lock().unwrap().push(f);
+                    }
+                    writers_in.fetch_sub(1, Ordering::SeqCst);
+                    guard.release().await.expect("release write");
+                } else {
+                    let guard = locker
+                        .read_lock(key.as_str())
+                        .wait(LONG_WAIT)
+                        .await
+                        .expect("read lock");
+                    let now_in = readers_in.fetch_add(1, Ordering::SeqCst) + 1;
+                    most_readers.fetch_max(now_in, Ordering::SeqCst);
+                    if writers_in.load(Ordering::SeqCst) != 0 {
+                        violations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Long enough for other readers to join.
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    if writers_in.load(Ordering::SeqCst) != 0 {
+                        violations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    readers_in.fetch_sub(1, Ordering::SeqCst);
+                    guard.release().await.expect("release read");
+                }
+            }
+        }));
+    }
+    for j in joins {
+        j.await.expect("task");
+    }
+    assert_eq!(
+        violations.load(Ordering::SeqCst),
+        0,
+        "a reader overlapped a writer, or two writers overlapped"
+    );
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        writers as u64 * rounds,
+        "writers' counter must end exact"
+    );
+    assert!(
+        most_readers.load(Ordering::SeqCst) > 1,
+        "readers never overlapped: read holds must be shared"
+    );
+    let fences = write_fences.lock().unwrap().clone();
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "write fences must strictly increase: {fences:?}"
+    );
+}
+
+/// A reader holding while a writer writes: the reader that comes after the write sees that
+/// write's fence (on backends with fences).
+pub async fn a_reader_sees_the_last_write_fence(locker: &Locker, key: &str) {
+    let w = locker.write_lock(key).wait(LONG_WAIT).await.expect("write");
+    let fence = w.fence();
+    w.release().await.expect("release");
+    let r = locker.read_lock(key).wait(LONG_WAIT).await.expect("read");
+    assert_eq!(
+        r.fence(),
+        fence,
+        "a reader sees the fence of the last write hold"
+    );
+    r.release().await.expect("release");
+    let w2 = locker.write_lock(key).wait(LONG_WAIT).await.expect("write");
+    if let (Some(a), Some(b)) = (fence, w2.fence()) {
+        assert!(b > a, "write fences grow: {a} then {b}");
+    }
+}
+
+/// Readers keep arriving (each new one before the last leaves) from `lockers`; a writer that
+/// asks meanwhile gets in while they still arrive: writers are not starved.
+pub async fn a_waiting_writer_is_not_starved_by_new_readers(lockers: &[Locker], key: &str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    // Four overlapping reader loops: at every moment some reader holds the lock.
+    for i in 0..4 {
+        let locker = lockers[i % lockers.len()].clone();
+        let (key, stop) = (key.to_owned(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30 * i as u64)).await;
+            while !stop.load(Ordering::SeqCst) {
+                let r = locker
+                    .read_lock(key.as_str())
+                    .wait(LONG_WAIT)
+                    .await
+                    .expect("read");
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                r.release().await.expect("release read");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let asked = Instant::now();
+    let writer = lockers[lockers.len() - 1].clone();
+    let w = writer
+        .write_lock(key)
+        .wait(LONG_WAIT)
+        .await
+        .expect("the writer must get in");
+    let waited = asked.elapsed();
+    // The readers never stopped arriving: the writer got in anyway. Bound generous (a loaded CI
+    // machine); without writer preference it would wait until the readers stop (never here).
+    assert!(
+        waited < Duration::from_secs(20),
+        "writer waited {waited:?} behind a stream of readers"
+    );
+    w.release().await.expect("release write");
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        r.await.expect("reader");
+    }
+}
+
+/// 12 tasks over `lockers` share a semaphore of 3: never more than 3 inside, and 3 is reached.
+pub async fn a_semaphore_of_3_admits_3(lockers: &[Locker], key: &str) {
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut joins = Vec::new();
+    for i in 0..12 {
+        let locker = lockers[i % lockers.len()].clone();
+        let (key, inside, most) = (key.to_owned(), inside.clone(), most.clone());
+        joins.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let permit = locker
+                    .semaphore(key.as_str(), 3)
+                    .wait(LONG_WAIT)
+                    .await
+                    .expect("permit");
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                permit.release().await.expect("release permit");
+            }
+        }));
+    }
+    for j in joins {
+        j.await.expect("task");
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        3,
+        "at most 3 holders, and 3 reached"
+    );
+}
+
+/// Holders must agree on the number of permits: another count is an error, not a second
+/// semaphore.
+pub async fn a_permit_count_mismatch_is_an_error(locker: &Locker, key: &str) {
+    let held = locker
+        .semaphore(key, 3)
+        .wait(LONG_WAIT)
+        .await
+        .expect("permit");
+    let other = tokio::spawn(
+        locker
+            .semaphore(key, 4)
+            .wait(Duration::from_secs(2))
+            .acquire(),
+    )
+    .await
+    .expect("task");
+    match other {
+        Err(Error::InvalidArgument { reason }) => {
+            assert!(
+                reason.contains('3') && reason.contains('4'),
+                "names both counts: {reason}"
+            )
+        }
+        other => panic!("a different permit count must be InvalidArgument, got {other:?}"),
+    }
+    held.release().await.expect("release");
+    // Once nobody holds it, a new count is a new semaphore.
+    let fresh = locker
+        .semaphore(key, 4)
+        .wait(LONG_WAIT)
+        .await
+        .expect("a free semaphore takes a new count");
+    fresh.release().await.expect("release");
+}
+
+/// Kinds live in their own key spaces: a mutex, a write lock and a semaphore of one key are held
+/// at once.
+pub async fn kinds_have_their_own_key_spaces(locker: &Locker, key: &str) {
+    let m = locker.lock(key).wait(LONG_WAIT).await.expect("mutex");
+    let w = tokio::spawn(
+        locker
+            .write_lock(key)
+            .wait(Duration::from_secs(5))
+            .acquire(),
+    );
+    let s = tokio::spawn(
+        locker
+            .semaphore(key, 1)
+            .wait(Duration::from_secs(5))
+            .acquire(),
+    );
+    let w = w.await.expect("task").expect("write lock beside the mutex");
+    let s = s.await.expect("task").expect("semaphore beside both");
+    for g in [m, w, s] {
+        g.release().await.expect("release");
+    }
+}
+
+/// Five Lockers (five owners) campaign for `name`: exactly one leads at any time, `leader()`
+/// names it, and each resignation elects another, until all five have led.
+pub async fn five_candidates_one_leader_at_a_time(lockers: &[Locker], name: &str) {
+    assert_eq!(lockers.len(), 5);
+    let leading = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let named_right = Arc::new(AtomicUsize::new(0));
+    let mut joins = Vec::new();
+    for locker in lockers {
+        let (locker, name) = (locker.clone(), name.to_owned());
+        let (leading, overlaps, named_right) =
+            (leading.clone(), overlaps.clone(), named_right.clone());
+        joins.push(tokio::spawn(async move {
+            let term = locker
+                .campaign(&name)
+                .wait(LONG_WAIT * 2)
+                .await
+                .expect("elected");
+            if leading.fetch_add(1, Ordering::SeqCst) != 0 {
+                overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            let who = locker.leader(&name).await.expect("leader()");
+            if who.as_deref() == Some(locker.owner()) {
+                named_right.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            leading.fetch_sub(1, Ordering::SeqCst);
+            term.release().await.expect("resign");
+        }));
+    }
+    for j in joins {
+        j.await.expect("candidate");
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two leaders at once");
+    assert_eq!(
+        named_right.load(Ordering::SeqCst),
+        5,
+        "leader() names the owner leading"
+    );
+    assert_eq!(
+        lockers[0].leader(name).await.expect("leader()"),
+        None,
+        "nobody leads after all resigned"
+    );
+}
+
+/// `lead` runs the work while leading and cancels it when leadership is lost (`lose` makes the
+/// lease lost: a paused server, a frozen connection, a force-release); it then campaigns again
+/// and runs the work a second time once re-elected. `locker` must have a short watchdog lease
+/// (see `lease`), so the loss is found quickly.
+pub async fn lead_cancels_the_work_when_leadership_is_lost<L>(locker: &Locker, name: &str, lose: L)
+where
+    L: std::future::Future<Output = ()> + Send + 'static,
+{
+    struct Cancelled(Arc<AtomicUsize>);
+    impl Drop for Cancelled {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let started = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (started2, dropped2) = (started.clone(), dropped.clone());
+    let name2 = name.to_owned();
+    let locker2 = locker.clone();
+    let run = tokio::spawn(async move {
+        locker2
+            .lead(&name2, move |_fence| {
+                let (started, dropped) = (started2.clone(), dropped2.clone());
+                async move {
+                    let term = started.fetch_add(1, Ordering::SeqCst) + 1;
+                    let _cancelled = Cancelled(dropped);
+                    if term == 1 {
+                        std::future::pending::<()>().await; // works until cancelled
+                    }
+                    term
+                }
+            })
+            .await
+    });
+    let until = Instant::now() + LONG_WAIT;
+    while started.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < until, "never elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lose.await;
+    let output = tokio::time::timeout(LONG_WAIT * 2, run)
+        .await
+        .expect("lead returns after the second term's work")
+        .expect("task")
+        .expect("lead");
+    assert_eq!(output, 2, "the second term's work finished");
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "elected again after the loss"
+    );
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "the first term's work was cancelled (dropped), the second ended"
+    );
+}
+
+/// A backend without read-write locks or semaphores says so, naming the backends that have them;
+/// leader election still works there (it is a mutex).
+pub async fn unsupported_kinds_say_where_to_go(locker: &Locker, key: &str) {
+    for request in [
+        locker.read_lock(key),
+        locker.write_lock(key),
+        locker.semaphore(key, 2),
+    ] {
+        match request.wait(Duration::from_secs(1)).await {
+            Err(Error::Unsupported { what, .. }) => {
+                assert!(
+                    what.contains("redis") && what.contains("zookeeper"),
+                    "{what}"
+                )
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    let term = locker
+        .campaign(key)
+        .wait(LONG_WAIT)
+        .await
+        .expect("campaign");
+    assert_eq!(
+        locker.leader(key).await.expect("leader").as_deref(),
+        Some(locker.owner())
+    );
+    term.release().await.expect("resign");
+}
+
+/// Two processes hold the two permits of a semaphore with a lease of `lease`; one is SIGKILLed.
+/// Its permit frees after its lease (`frees_within` allows for the backend's session or expiry),
+/// the other's stays: a new holder gets exactly one permit.
+pub async fn a_killed_permit_holder_frees_only_its_permit(
+    locker: &Locker,
+    url: &str,
+    key: &str,
+    lease: Duration,
+    frees_within: Duration,
+) {
+    let a = crate::support::Holder::start_kind(url, key, lease, true, "permit:2");
+    let _b = crate::support::Holder::start_kind(url, key, lease, true, "permit:2");
+    let none = locker.semaphore(key, 2).wait(Duration::ZERO).await;
+    assert!(
+        matches!(none, Err(Error::Busy { .. })),
+        "both permits are held: {none:?}"
+    );
+    a.kill();
+    let killed = Instant::now();
+    let permit = locker
+        .semaphore(key, 2)
+        .wait(frees_within)
+        .await
+        .expect("the killed holder's permit frees");
+    let freed_after = killed.elapsed();
+    let second = tokio::spawn(
+        locker
+            .semaphore(key, 2)
+            .wait(Duration::from_millis(500))
+            .acquire(),
+    )
+    .await
+    .expect("task");
+    assert!(
+        matches!(second, Err(Error::Busy { .. })),
+        "the live holder keeps its permit: {second:?}"
+    );
+    eprintln!("permit of a SIGKILLed holder freed after {freed_after:?} (lease {lease:?})");
+    permit.release().await.expect("release");
+}
+
+/// A leader process is SIGKILLed while four candidates wait: another is elected within the
+/// lease plus `bound`, and `leader()` names it.
+pub async fn killing_the_leader_elects_another(
+    lockers: &[Locker],
+    url: &str,
+    name: &str,
+    lease: Duration,
+    bound: Duration,
+) {
+    let leader = crate::support::Holder::start_kind(url, name, lease, true, "campaign");
+    let before = lockers[0]
+        .leader(name)
+        .await
+        .expect("leader()")
+        .expect("the process leads");
+    assert!(
+        lockers.iter().all(|l| l.owner() != before),
+        "the child process leads: {before}"
+    );
+    let mut candidates = Vec::new();
+    for locker in lockers {
+        let (locker, name) = (locker.clone(), name.to_owned());
+        candidates.push(tokio::spawn(async move {
+            let term = locker
+                .campaign(&name)
+                .wait(LONG_WAIT * 2)
+                .await
+                .expect("elected");
+            let at = Instant::now();
+            let who = locker.leader(&name).await.expect("leader()");
+            assert_eq!(
+                who.as_deref(),
+                Some(locker.owner()),
+                "leader() names the new leader"
+            );
+            term.release().await.expect("resign");
+            at
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    leader.kill();
+    let killed = Instant::now();
+    let mut first = None;
+    for c in candidates {
+        let at = c.await.expect("candidate");
+        first = Some(first.map_or(at, |f: Instant| f.min(at)));
+    }
+    let took = first.expect("elected").saturating_duration_since(killed);
+    eprintln!("a new leader {took:?} after the old one was killed (lease {lease:?})");
+    assert!(
+        took < lease + bound,
+        "a new leader after {took:?}; lease {lease:?} + {bound:?} promised"
+    );
+}
