@@ -6,4 +6,9 @@ mod support;
 
 mod scenarios;
 
+mod etcd;
 mod memory;
+mod mysql_redlock;
+mod postgres;
+mod redis;
+mod zookeeper;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{token_parts, Backend, BoxFuture, Grant, Kind, LockInfo, Space};
+use super::{permit_mismatch, token_parts, Backend, BoxFuture, Grant, Kind, LockInfo, Space};
 use crate::Result;
 
 /// The in-memory [`Backend`].
@@ -73,7 +73,11 @@ impl Slot {
             }
             Kind::Permit(permits) => {
                 if let Some(other) = self.holders.iter().find(|h| h.kind != kind) {
-                    return Err(permit_mismatch(permits, other.kind));
+                    let held = match other.kind {
+                        Kind::Permit(n) => Some(n),
+                        _ => None,
+                    };
+                    return Err(permit_mismatch(permits, held));
                 }
                 self.holders.len() < permits as usize
             }
@@ -84,20 +88,6 @@ impl Slot {
         self.holders.is_empty()
             && self.writers_waiting == 0
             && Arc::strong_count(&self.released) == 1
-    }
-}
-
-/// The error for a permit count unlike the one the semaphore's holders use.
-pub(crate) fn permit_mismatch(asked: u32, held: Kind) -> crate::Error {
-    let held = match held {
-        Kind::Permit(n) => n.to_string(),
-        _ => "another number of".into(),
-    };
-    crate::Error::InvalidArgument {
-        reason: format!(
-            "this semaphore is held with {held} permits, the request names {asked}; every holder \
-             of a semaphore must name the same number of permits"
-        ),
     }
 }
 

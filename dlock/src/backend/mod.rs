@@ -119,6 +119,18 @@ impl Kind {
     }
 }
 
+/// The error a backend answers when a [`Kind::Permit`] request names another count than the
+/// semaphore's current holders (`held`: the count they use, when the backend knows it).
+pub fn permit_mismatch(asked: u32, held: Option<u32>) -> crate::Error {
+    let held = held.map_or("another number of".to_owned(), |n| n.to_string());
+    crate::Error::InvalidArgument {
+        reason: format!(
+            "this semaphore is held with {held} permits, the request names {asked}; every holder \
+             of a semaphore must name the same number of permits"
+        ),
+    }
+}
+
 /// The backends that offer read-write locks and semaphores (for [`Kind::unsupported`]).
 pub const READ_WRITE_AND_SEMAPHORE_BACKENDS: &str = "memory, redis, postgres, zookeeper, etcd";
 

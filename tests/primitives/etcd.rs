@@ -1,0 +1,1 @@
+//! etcd: read-write locks, semaphores and elections (filled in by issue 16's etcd work).

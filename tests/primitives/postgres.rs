@@ -1,0 +1,1 @@
+//! postgres: read-write locks, semaphores and elections (filled in by issue 16's postgres work).

@@ -1,0 +1,1 @@
+//! zookeeper: read-write locks, semaphores and elections (filled in by issue 16's zookeeper work).
