@@ -510,16 +510,9 @@ impl Locker {
         Ok(info.and_then(|info| info.owner))
     }
 
-    /// Runs `work` while this Locker leads `name`, as one loop: campaign; once elected, run
-    /// `work(fence)`; if leadership is lost first, drop (cancel) that future and campaign again;
-    /// when `work` finishes, resign and return its output. The shape of Kubernetes'
-    /// `OnStartedLeading` / `OnStoppedLeading`: what `OnStoppedLeading` would do belongs after
-    /// the `.await` points of `work` that a cancel can interrupt (or in a `Drop`).
-    ///
-    /// `fence` is the term's fence (strictly increasing per election, `None` on Redlock): pass it
-    /// to what the leader writes, so a deposed leader's late writes are refused. Errors while
-    /// campaigning (a server down) are logged and retried every second; only errors that a retry
-    /// cannot mend end the loop.
+    /// Runs `work` while this Locker leads `name`: `self.campaign(name).lead(work)`; see
+    /// [`LockRequest::lead`] (and use it directly to set the lease, e.g.
+    /// `locker.campaign(name).ttl(Duration::from_secs(6)).watchdog(true).lead(work)`).
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), dlock::Error> {
@@ -536,43 +529,13 @@ impl Locker {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], [`Error::Unsupported`], [`Error::InvalidArgument`], or a closed
-    /// Locker: what campaigning again would not change.
-    pub async fn lead<F, Fut, T>(&self, name: &str, mut work: F) -> Result<T>
+    /// As [`LockRequest::lead`].
+    pub async fn lead<F, Fut, T>(&self, name: &str, work: F) -> Result<T>
     where
         F: FnMut(Option<u64>) -> Fut,
         Fut: std::future::Future<Output = T>,
     {
-        loop {
-            let leading = match self.campaign(name).await {
-                Ok(guard) => guard,
-                Err(
-                    e @ (Error::InvalidKey { .. }
-                    | Error::Unsupported { .. }
-                    | Error::InvalidArgument { .. }
-                    | Error::AlreadyHeld { .. }
-                    | Error::BlockingInAsync),
-                ) => return Err(e),
-                Err(e) if self.shared.is_closed() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(target: "dlock", key = name, backend = self.backend.name(), error = %e, "campaign failed; trying again in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            tracing::info!(target: "dlock", key = name, backend = self.backend.name(), fence = leading.fence(), "elected leader");
-            let run = work(leading.fence());
-            tokio::select! {
-                output = run => {
-                    // Resigning fails only when leadership was just lost: the work is done anyway.
-                    let _ = leading.release().await;
-                    return Ok(output);
-                }
-                _ = leading.lost() => {
-                    tracing::warn!(target: "dlock", key = name, backend = self.backend.name(), "leadership lost; work cancelled, campaigning again");
-                }
-            }
-        }
+        self.campaign(name).lead(work).await
     }
 
     /// One attempt at the lock on `key` with the default watchdog lease: `None` when another

@@ -115,6 +115,75 @@ impl LockRequest {
         self.acquire_for(Holder::current()).await
     }
 
+    /// Runs `work` while holding this lock, as one loop: acquire; run `work(fence)`; if the lock
+    /// is lost first, drop (cancel) that future and acquire again; when `work` finishes, release
+    /// and return its output. Made for leader election
+    /// ([`Locker::campaign`](crate::Locker::campaign)): the shape of Kubernetes'
+    /// `OnStartedLeading` / `OnStoppedLeading` as one async loop; what `OnStoppedLeading` would
+    /// do belongs in a `Drop` of something the work owns (it runs when the work is cancelled).
+    ///
+    /// `fence` is the term's fence (strictly increasing per key, `None` on Redlock): pass it to
+    /// what the leader writes, so a deposed leader's late writes are refused. Errors while
+    /// acquiring (a server down, a wait that ran out) are logged and retried after a second; only
+    /// errors a retry cannot mend end the loop. The lease defaults to a watchdog lease
+    /// of 30 s; a shorter one (`.ttl(d).watchdog(true)`) finds a loss sooner.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dlock::Error> {
+    /// use std::time::Duration;
+    /// let locker = dlock::Locker::memory();
+    /// let done = locker
+    ///     .campaign("reports")
+    ///     .ttl(Duration::from_secs(6))
+    ///     .watchdog(true)
+    ///     .lead(|fence| async move { format!("report written under term {fence:?}") })
+    ///     .await?;
+    /// assert!(done.starts_with("report written"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::InvalidArgument`], [`Error::Unsupported`],
+    /// [`Error::AlreadyHeld`], [`Error::BlockingInAsync`], or any error once the Locker is
+    /// closed: what acquiring again would not change.
+    pub async fn lead<F, Fut, T>(self, mut work: F) -> Result<T>
+    where
+        F: FnMut(Option<u64>) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let backend = self.locker.backend_name();
+        loop {
+            let held = match self.clone().acquire().await {
+                Ok(guard) => guard,
+                Err(
+                    e @ (Error::InvalidKey { .. }
+                    | Error::Unsupported { .. }
+                    | Error::InvalidArgument { .. }
+                    | Error::AlreadyHeld { .. }
+                    | Error::BlockingInAsync),
+                ) => return Err(e),
+                Err(e) if self.locker.shared().is_closed() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(target: "dlock", key = self.key.as_str(), backend, error = %e, "acquiring to lead failed; trying again in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            tracing::info!(target: "dlock", key = self.key.as_str(), backend, fence = held.fence(), "leading");
+            tokio::select! {
+                output = work(held.fence()) => {
+                    // Fails only when the lock was lost just now: the work is done anyway.
+                    let _ = held.release().await;
+                    return Ok(output);
+                }
+                _ = held.lost() => {
+                    tracing::warn!(target: "dlock", key = self.key.as_str(), backend, "lock lost while leading; work cancelled, acquiring again");
+                }
+            }
+        }
+    }
+
     async fn acquire_for(self, holder: Holder) -> Result<LockGuard> {
         let spec = self.lease_spec();
         validate(&self.key, spec)?;

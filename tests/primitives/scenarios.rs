@@ -304,9 +304,9 @@ pub async fn five_candidates_one_leader_at_a_time(lockers: &[Locker], name: &str
 
 /// `lead` runs the work while leading and cancels it when leadership is lost (`lose` makes the
 /// lease lost: a paused server, a frozen connection, a force-release); it then campaigns again
-/// and runs the work a second time once re-elected. `locker` must have a short watchdog lease
-/// (see `lease`), so the loss is found quickly.
-pub async fn lead_cancels_the_work_when_leadership_is_lost<L>(locker: &Locker, name: &str, lose: L)
+/// and runs the work a second time once re-elected. `campaign` is `locker.campaign(name)`, best
+/// with a short watchdog lease (`.ttl(3 s).watchdog(true)`) so the loss is found quickly.
+pub async fn lead_cancels_the_work_when_leadership_is_lost<L>(campaign: dlock::LockRequest, lose: L)
 where
     L: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -319,11 +319,9 @@ where
     let started = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
     let (started2, dropped2) = (started.clone(), dropped.clone());
-    let name2 = name.to_owned();
-    let locker2 = locker.clone();
     let run = tokio::spawn(async move {
-        locker2
-            .lead(&name2, move |_fence| {
+        campaign
+            .lead(move |_fence| {
                 let (started, dropped) = (started2.clone(), dropped2.clone());
                 async move {
                     let term = started.fetch_add(1, Ordering::SeqCst) + 1;
