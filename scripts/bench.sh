@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh                 everything
 #   bash scripts/bench.sh --quick redis   fewer rounds, one scenario (redis, contended, mysql,
 #                                         postgres, etcd, zookeeper, redlock, four-lockers,
-#                                         watchdog)
+#                                         watchdog, primitives)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh up

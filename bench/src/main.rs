@@ -9,6 +9,7 @@
 
 mod contended;
 mod floors;
+mod primitives;
 mod stats;
 
 use std::future::Future;
@@ -101,6 +102,17 @@ async fn main() -> Res {
         contended::etcd_lock_api(&etcd_url, 16, secs).await?;
         contended::header("ZooKeeper");
         contended::dlock("zookeeper", &zk_url, 16, secs).await?;
+    }
+    if want("primitives") {
+        let locker = dlock::Locker::connect(&without_restart_delay(&redis_url))
+            .await
+            .map_err(|e| e.to_string())?;
+        let per = if quick { 300 } else { 1000 };
+        primitives::cycles("Redis", &locker, 1, per, rounds).await?;
+        primitives::cycles("Redis", &locker, 16, per / 10, rounds).await?;
+        crate::floors::redis::delete_prefix(&redis_url, "bench:")
+            .await
+            .ok();
     }
     if want("watchdog") {
         let locker = dlock::Locker::connect(&without_restart_delay(&redis_url))

@@ -253,7 +253,7 @@ impl LockRequest {
         let Some(grant) = grant else {
             cancel.backend = None;
             telemetry::acquire(backend.name(), Outcome::Busy, waited);
-            tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), waited_ms = waited.as_millis() as u64, "lock busy");
+            tracing::debug!(target: "dlock", key = &*key, backend = backend.name(), kind = kind.name(), waited_ms = waited.as_millis() as u64, "lock busy");
             return Err(Error::Busy {
                 key: key.to_string(),
                 waited,
@@ -265,6 +265,7 @@ impl LockRequest {
             target: "dlock",
             key = &*key,
             backend = backend.name(),
+            kind = kind.name(),
             fence = grant.fence,
             waited_ms = waited.as_millis() as u64,
             "lock acquired"
