@@ -583,3 +583,392 @@ async fn nested_attributed_functions_on_one_key_fail_at_once() {
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(inner(2).await.unwrap(), 2);
 }
+
+// Read-write locks and semaphores (issue 16): `mode = "read" | "write"` and `permits = N`.
+
+/// Waits until `count` callers are inside (each caller has added itself), or until 5 s have
+/// passed; true when they all were. Holders that exclude each other never meet, so a broken
+/// lock fails the test in 5 s instead of hanging it (the bound is generous: meeting takes
+/// microseconds once both are granted).
+async fn meet(inside: &AtomicUsize, count: usize) -> bool {
+    let deadline = Instant::now() + 5 * SECOND;
+    while inside.load(Ordering::SeqCst) < count {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
+/// [`meet`] for a plain `fn`'s thread.
+fn meet_blocking(inside: &AtomicUsize, count: usize) -> bool {
+    let deadline = Instant::now() + 5 * SECOND;
+    while inside.load(Ordering::SeqCst) < count {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+#[distributed_lock(key = "doc:{id}", backend = "rw-readers", mode = "read", wait = "10s")]
+async fn read_together(id: u64, inside: Arc<AtomicUsize>) -> Result<bool, Error> {
+    inside.fetch_add(1, Ordering::SeqCst);
+    let met = meet(&inside, 2).await;
+    Ok(met && id == 7)
+}
+
+#[distributed_lock(key = "doc:{id}", backend = "rw-readers", mode = "read", wait = "10s")]
+fn read_together_sync(id: u64, inside: &AtomicUsize) -> Result<bool, Error> {
+    inside.fetch_add(1, Ordering::SeqCst);
+    Ok(meet_blocking(inside, 2) && id == 8)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_read_calls_hold_the_key_together() {
+    let locker = fresh("rw-readers");
+    // Each call returns only once both are inside: they held the read lock at the same time.
+    let inside = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(read_together(7, inside.clone())))
+        .collect();
+    for call in calls {
+        assert!(
+            call.await.unwrap().unwrap(),
+            "both readers were inside at once"
+        );
+    }
+    // The read-write lock, not the mutex: a writer of the key is free again, and the mutex of
+    // the same key was never taken.
+    assert!(locker.try_write_lock("doc:7").await.unwrap().is_some());
+
+    // Plain fns on two threads take the read lock through the blocking API.
+    let inside = AtomicUsize::new(0);
+    let (a, b) = off_runtime(|| {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| read_together_sync(8, &inside));
+            let b = s.spawn(|| read_together_sync(8, &inside));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    });
+    assert!(
+        a.unwrap() && b.unwrap(),
+        "both sync readers were inside at once"
+    );
+}
+
+#[distributed_lock(key = "doc:{id}", backend = "rw-writer", mode = "write", guard = g)]
+async fn write_doc(
+    id: u64,
+    entered: tokio::sync::oneshot::Sender<Option<u64>>,
+    finish: tokio::sync::oneshot::Receiver<()>,
+) -> Result<u64, Error> {
+    entered.send(g.fence()).unwrap();
+    finish.await.unwrap();
+    Ok(id)
+}
+
+#[distributed_lock(key = "doc:{id}", backend = "rw-writer", mode = "read", wait = "0s", guard = g)]
+async fn read_doc_now(id: u64) -> Result<Option<u64>, Error> {
+    Ok(g.fence().filter(|_| id > 0))
+}
+
+#[distributed_lock(key = "doc:{id}", backend = "rw-writer", wait = "0s")]
+async fn mutex_doc_now(id: u64) -> Result<u64, Error> {
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_write_excludes_readers_and_readers_see_its_fence() {
+    let locker = fresh("rw-writer");
+    let (entered, is_inside) = tokio::sync::oneshot::channel();
+    let (finish, may_finish) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn(write_doc(1, entered, may_finish));
+    let write_fence = is_inside.await.unwrap();
+    assert!(write_fence.is_some(), "a writer's guard has a fence");
+
+    // While the writer runs: a reader is busy, so is a direct reader or writer of the key; the
+    // mutex of the same key is another lock and free.
+    let err = read_doc_now(1).await.unwrap_err();
+    assert!(err.is_busy(), "{err}");
+    let direct = locker.read_lock("doc:1").wait(Duration::ZERO).await;
+    assert!(direct.unwrap_err().is_busy());
+    assert_eq!(mutex_doc_now(1).await.unwrap(), 1);
+
+    finish.send(()).unwrap();
+    assert_eq!(writer.await.unwrap().unwrap(), 1);
+    // Once the writer is done, a reader runs and sees the last write's fence.
+    assert_eq!(read_doc_now(1).await.unwrap(), write_fence);
+
+    // The other way round: a reader held elsewhere keeps the writer out (wait = "0s" here).
+    let reader = tokio::spawn({
+        let locker = locker.clone();
+        async move { locker.read_lock("doc:2").await.unwrap() }
+    })
+    .await
+    .unwrap();
+    #[distributed_lock(key = "doc:{id}", backend = "rw-writer", mode = "write", wait = "0s")]
+    async fn write_doc_now(id: u64) -> Result<u64, Error> {
+        Ok(id)
+    }
+    assert!(write_doc_now(2).await.unwrap_err().is_busy());
+    assert_eq!(
+        read_doc_now(2).await.unwrap(),
+        None,
+        "readers share; no write yet"
+    );
+    reader.release().await.unwrap();
+    assert_eq!(write_doc_now(2).await.unwrap(), 2);
+}
+
+#[distributed_lock(key = "pool", backend = "permits", permits = 2, wait = "30s")]
+async fn pooled(section: Arc<Section>) -> Result<u64, Error> {
+    let seen = section.enter();
+    // Stay until two calls were inside at once (or 5 s passed), so the test sees the semaphore
+    // fill up on any scheduling, then leave.
+    let deadline = Instant::now() + 5 * SECOND;
+    while section.max_inside.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    section.inside.fetch_sub(1, Ordering::SeqCst);
+    Ok(seen)
+}
+
+#[distributed_lock(key = "pool-sync", backend = "permits", permits = 2, wait = "30s")]
+fn pooled_sync(section: &Section) -> Result<(), Error> {
+    section.enter();
+    let deadline = Instant::now() + 5 * SECOND;
+    while section.max_inside.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    section.inside.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permits_two_admits_two_calls_of_six_at_once() {
+    fresh("permits");
+    let section = Arc::new(Section::default());
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(pooled(section.clone())))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        section.max_inside.load(Ordering::SeqCst),
+        2,
+        "two at most, and two reached"
+    );
+
+    let section = Section::default();
+    off_runtime(|| {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..6).map(|_| s.spawn(|| pooled_sync(&section))).collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+        });
+    });
+    assert_eq!(
+        section.max_inside.load(Ordering::SeqCst),
+        2,
+        "sync: two at most, and two reached"
+    );
+}
+
+static CRAWLS: AtomicU64 = AtomicU64::new(0);
+
+#[distributed_lock(
+    key = "crawler",
+    backend = "permits-skip",
+    permits = 2,
+    on_busy = "skip"
+)]
+async fn crawl_if_free() -> Result<u64, Error> {
+    Ok(CRAWLS.fetch_add(1, Ordering::SeqCst) + 1)
+}
+
+#[tokio::test]
+async fn on_busy_skip_with_permits_skips_only_when_every_permit_is_taken() {
+    let locker = fresh("permits-skip");
+    let take = |permits: u32| {
+        let locker = locker.clone();
+        async move {
+            tokio::spawn(async move { locker.semaphore("crawler", permits).await.unwrap() })
+                .await
+                .unwrap()
+        }
+    };
+    // One permit of two taken elsewhere: the call takes the other and runs.
+    let first = take(2).await;
+    assert_eq!(crawl_if_free().await.unwrap(), 1);
+    // Both taken: skipped at once with Ok(Default::default()), the body does not run.
+    let second = take(2).await;
+    let started = Instant::now();
+    assert_eq!(crawl_if_free().await.unwrap(), 0, "skipped");
+    assert!(
+        started.elapsed() < SECOND,
+        "skip without `wait` makes one attempt"
+    );
+    assert_eq!(CRAWLS.load(Ordering::SeqCst), 1);
+    // Released (not dropped: a drop releases in the background, and the count of 3 below
+    // would race with it).
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+
+    // Held by callers naming another count: an error, never a skip.
+    let other = take(3).await;
+    let err = crawl_if_free().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    other.release().await.unwrap();
+    assert_eq!(crawl_if_free().await.unwrap(), 2);
+}
+
+/// The new arguments combine with the others (methods, generics, `ttl`, `watchdog`, `guard`,
+/// `abort_on_lost`, `on_busy`, aliases) without a warning from rustc or clippy (pedantic included).
+#[deny(warnings, clippy::all, clippy::pedantic)]
+mod kinds {
+    use std::fmt::Display;
+
+    use dlock::distributed_lock;
+
+    pub type AppResult<T> = Result<T, dlock::Error>;
+
+    pub struct Shelf {
+        pub name: String,
+        pub books: Vec<String>,
+    }
+
+    impl Shelf {
+        #[distributed_lock(
+            key = "shelf:{self.name}",
+            backend = "kinds",
+            mode = "read",
+            ttl = "10s",
+            watchdog = true,
+            guard = g
+        )]
+        pub async fn count(&self) -> AppResult<(usize, bool)> {
+            Ok((self.books.len(), g.is_held()))
+        }
+
+        #[distributed_lock(
+            key = "shelf:{self.name}",
+            backend = "kinds",
+            mode = "write",
+            ttl = "10s",
+            abort_on_lost = true
+        )]
+        pub async fn add(&mut self, book: &str) -> AppResult<usize> {
+            self.books.push(book.to_owned());
+            Ok(self.books.len())
+        }
+
+        #[distributed_lock(
+            key = "shelf:{self.name}",
+            backend = "kinds",
+            mode = "write",
+            wait = "1s"
+        )]
+        pub fn take(&mut self) -> AppResult<Option<String>> {
+            Ok(self.books.pop())
+        }
+    }
+
+    #[distributed_lock(
+        key = "gen:{item}",
+        backend = "kinds",
+        permits = 3,
+        guard = g,
+        on_busy = "skip"
+    )]
+    pub async fn generic<T, E>(item: T) -> Result<String, E>
+    where
+        T: Display + Send,
+        E: From<dlock::Error>,
+    {
+        Ok(format!("{item}:{}", g.fence().is_some()))
+    }
+
+    #[distributed_lock(key = "gen-sync:{item}", backend = "kinds", permits = 1, ttl = "5s")]
+    pub fn generic_sync<T: Display>(item: T) -> AppResult<String> {
+        Ok(item.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_and_permits_combine_with_the_other_arguments() {
+    let locker = fresh("kinds");
+    let mut shelf = kinds::Shelf {
+        name: "a".into(),
+        books: vec![],
+    };
+    assert_eq!(shelf.add("dune").await.unwrap(), 1);
+    assert_eq!(shelf.count().await.unwrap(), (1, true));
+    let (taken, shelf) = off_runtime(move || {
+        let mut shelf = shelf;
+        (shelf.take(), shelf)
+    });
+    assert_eq!(taken.unwrap().as_deref(), Some("dune"));
+    assert_eq!(shelf.books.len(), 0);
+    assert!(
+        locker.try_write_lock("shelf:a").await.unwrap().is_some(),
+        "all released"
+    );
+
+    assert_eq!(kinds::generic::<_, AppError>(5).await.unwrap(), "5:true");
+    assert_eq!(off_runtime(|| kinds::generic_sync('x')).unwrap(), "x");
+    assert!(locker
+        .semaphore("gen-sync:x", 1)
+        .wait(Duration::ZERO)
+        .await
+        .is_ok());
+}
+
+#[distributed_lock(
+    key = "nest:{id}",
+    backend = "nested-kinds",
+    mode = "read",
+    wait = "5s"
+)]
+async fn read_then_write(id: u64) -> Result<u64, Error> {
+    write_inside(id).await
+}
+
+#[distributed_lock(
+    key = "nest:{id}",
+    backend = "nested-kinds",
+    mode = "write",
+    wait = "5s"
+)]
+async fn write_inside(id: u64) -> Result<u64, Error> {
+    Ok(id)
+}
+
+#[distributed_lock(key = "nest:{id}", backend = "nested-kinds", permits = 3, wait = "5s")]
+async fn permit_then_permit(id: u64, depth: u32) -> Result<u64, Error> {
+    if depth == 0 {
+        return Ok(id);
+    }
+    Box::pin(permit_then_permit(id, depth - 1)).await
+}
+
+/// A write nested in a read of one key, or a second permit of one semaphore, in one task: at
+/// once `AlreadyHeld` (it would wait for itself), not after the 5 s wait.
+#[tokio::test]
+async fn nested_calls_of_one_read_write_lock_or_semaphore_fail_at_once() {
+    fresh("nested-kinds");
+    let started = Instant::now();
+    let err = read_then_write(1).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyHeld { .. }), "{err}");
+    let err = permit_then_permit(2, 1).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyHeld { .. }), "{err}");
+    assert!(started.elapsed() < SECOND);
+    assert_eq!(write_inside(1).await.unwrap(), 1);
+    assert_eq!(permit_then_permit(2, 0).await.unwrap(), 2);
+}

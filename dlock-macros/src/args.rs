@@ -6,7 +6,7 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{Expr, ExprLit, Ident, Lit, LitBool, LitStr, Signature, Token};
+use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Signature, Token, UnOp};
 
 use crate::key_template::KeyTemplate;
 
@@ -20,6 +20,8 @@ pub(crate) const ARGUMENTS: &[&str] = &[
     "on_busy",
     "guard",
     "abort_on_lost",
+    "mode",
+    "permits",
 ];
 
 mod kw {
@@ -31,6 +33,8 @@ mod kw {
     syn::custom_keyword!(on_busy);
     syn::custom_keyword!(guard);
     syn::custom_keyword!(abort_on_lost);
+    syn::custom_keyword!(mode);
+    syn::custom_keyword!(permits);
 }
 
 /// A value with the span of the argument name it was given under (for "set multiple times").
@@ -51,6 +55,8 @@ pub(crate) struct Args {
     on_busy: Option<Arg<LitStr>>,
     guard: Option<Arg<Ident>>,
     abort_on_lost: Option<Arg<LitBool>>,
+    mode: Option<Arg<LitStr>>,
+    permits: Option<Arg<LitInt>>,
 }
 
 /// What to do when the lock is still busy after `wait`.
@@ -60,6 +66,19 @@ pub(crate) enum OnBusy {
     Error,
     /// Return `Ok(Default::default())` without running the body.
     Skip,
+}
+
+/// Which lock the function holds on `key`: each is its own key space (see dlock's `Locker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    /// `Locker::lock`: the default.
+    Mutex,
+    /// `mode = "read"`: `Locker::read_lock`, shared with other readers.
+    Read,
+    /// `mode = "write"`: `Locker::write_lock`, exclusive.
+    Write,
+    /// `permits = N`: one permit of `Locker::semaphore(key, N)`, N >= 1.
+    Permits(u32),
 }
 
 /// The checked configuration the expander works from.
@@ -76,6 +95,7 @@ pub(crate) struct Config {
     pub on_busy_span: Span,
     pub guard: Option<Ident>,
     pub abort_on_lost: bool,
+    pub lock: LockKind,
 }
 
 /// Stores `value` in `slot`, or fails when the argument was already given.
@@ -137,6 +157,44 @@ fn parse_ident(input: ParseStream, name: &Ident, example: &str) -> syn::Result<I
     }
 }
 
+/// The value after `name =`: an integer literal (its range is checked by [`Args::build`]).
+fn parse_int(input: ParseStream, name: &Ident, example: &str) -> syn::Result<LitInt> {
+    match parse_value(input, name, example)? {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(n), ..
+        }) => Ok(n),
+        negative @ Expr::Unary(ExprUnary {
+            op: UnOp::Neg(_), ..
+        }) => Err(syn::Error::new_spanned(
+            negative,
+            format!("`{name}` must be at least 1, like `{name} = {example}`"),
+        )),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!(
+                "expected an integer literal for `{name}`, like `{name} = {example}` (a number \
+                 written out: no quotes, no constant or expression)"
+            ),
+        )),
+    }
+}
+
+/// Fails when `mode` and `permits` are both given, at the one given last (`name`).
+fn check_not_both(args: &Args, name: &Ident) -> syn::Result<()> {
+    if args.mode.is_some() && args.permits.is_some() {
+        let other = if name == "mode" { "permits" } else { "mode" };
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "`{name}` cannot be combined with `{other}`: `permits = N` takes one permit of a \
+                 semaphore, which has no read or write mode; give `mode` for a read-write lock \
+                 or `permits` for a semaphore, not both"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `= <expr>` after an argument name.
 fn parse_value(input: ParseStream, name: &Ident, example: &str) -> syn::Result<Expr> {
     if !input.peek(Token![=]) {
@@ -175,9 +233,19 @@ fn levenshtein(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The known argument closest to `unknown`, when it is close enough to be a typo.
+/// The known argument closest to `unknown`, when it is close enough to be a typo, or the one
+/// meant by a likely guess (`read`, `semaphore`, ...).
 fn closest(unknown: &str) -> Option<&'static str> {
     let unknown = unknown.to_ascii_lowercase();
+    match unknown.as_str() {
+        "read" | "write" | "shared" | "exclusive" | "rw" | "read_write" | "rwlock" | "kind" => {
+            return Some("mode")
+        }
+        "semaphore" | "concurrency" | "max_concurrent" | "max_concurrency" | "limit" => {
+            return Some("permits")
+        }
+        _ => {}
+    }
     ARGUMENTS
         .iter()
         .map(|known| (levenshtein(&unknown, known), *known))
@@ -241,9 +309,23 @@ impl Parse for Args {
                 input.parse::<kw::abort_on_lost>()?;
                 let v = parse_bool(input, &name)?;
                 set(&mut args.abort_on_lost, &name, v)?;
+            } else if input.peek(kw::mode) {
+                input.parse::<kw::mode>()?;
+                let v = parse_str(input, &name, "\"read\"")?;
+                set(&mut args.mode, &name, v)?;
+                check_not_both(&args, &name)?;
+            } else if input.peek(kw::permits) {
+                input.parse::<kw::permits>()?;
+                let v = parse_int(input, &name, "5")?;
+                set(&mut args.permits, &name, v)?;
+                check_not_both(&args, &name)?;
             } else {
                 let unknown = input.call(Ident::parse_any)?;
-                let hint = match closest(&unknown.to_string()) {
+                let text = unknown.to_string();
+                let hint = match closest(&text) {
+                    Some("mode") if text == "read" || text == "write" => {
+                        format!("; did you mean `mode = \"{text}\"`?")
+                    }
                     Some(known) => format!("; did you mean `{known}`?"),
                     None => ";".to_owned(),
                 };
@@ -281,6 +363,43 @@ fn duration(lit: &LitStr, name: &str) -> syn::Result<Duration> {
             ),
         )
     })
+}
+
+/// The lock `mode` or `permits` asks for (at most one of them is given: see `check_not_both`).
+fn lock_kind(mode: Option<Arg<LitStr>>, permits: Option<Arg<LitInt>>) -> syn::Result<LockKind> {
+    if let Some(mode) = mode {
+        return match mode.value.value().as_str() {
+            "read" => Ok(LockKind::Read),
+            "write" => Ok(LockKind::Write),
+            other => Err(syn::Error::new(
+                mode.value.span(),
+                format!(
+                    "unknown `mode` value {other:?}; expected \"read\" (a shared hold of the \
+                     read-write lock `key`, together with other readers) or \"write\" (an \
+                     exclusive hold: no reader or other writer); leave `mode` out for a plain \
+                     mutex"
+                ),
+            )),
+        };
+    }
+    let Some(permits) = permits else {
+        return Ok(LockKind::Mutex);
+    };
+    match permits.value.base10_parse::<u32>() {
+        Ok(0) => Err(syn::Error::new(
+            permits.value.span(),
+            "`permits` must be at least 1: a semaphore with 0 permits could never be acquired; \
+             give the number of calls that may run at once, like `permits = 5`",
+        )),
+        Ok(n) => Ok(LockKind::Permits(n)),
+        Err(_) => Err(syn::Error::new(
+            permits.value.span(),
+            format!(
+                "`permits` must be at most {} (`u32::MAX`), like `permits = 5`",
+                u32::MAX
+            ),
+        )),
+    }
 }
 
 impl Args {
@@ -363,6 +482,8 @@ impl Args {
             None => false,
         };
 
+        let lock = lock_kind(self.mode, self.permits)?;
+
         Ok(Config {
             key,
             ttl,
@@ -373,6 +494,7 @@ impl Args {
             on_busy_span,
             guard: self.guard.map(|a| a.value),
             abort_on_lost,
+            lock,
         })
     }
 }
@@ -388,6 +510,10 @@ mod tests {
         assert_eq!(closest("on_bussy"), Some("on_busy"));
         assert_eq!(closest("abort_on_loss"), Some("abort_on_lost"));
         assert_eq!(closest("timeout"), None);
+        assert_eq!(closest("permit"), Some("permits"));
+        assert_eq!(closest("semaphore"), Some("permits"));
+        assert_eq!(closest("modes"), Some("mode"));
+        assert_eq!(closest("read"), Some("mode"));
     }
 
     #[test]

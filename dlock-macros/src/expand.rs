@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, ReturnType, Type};
 
-use crate::args::{Args, Config, OnBusy};
+use crate::args::{Args, Config, LockKind, OnBusy};
 
 /// The attribute's entry point. On any error the function is emitted unchanged next to the
 /// error, so one mistake gives one message and no follow-on errors.
@@ -166,6 +166,13 @@ fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type, shape: ResultShape) -> 
     }
     .map(|d| quote!(.wait(#d)));
     let watchdog = cfg.watchdog.map(|w| quote!(.watchdog(#w)));
+    // Each kind is a `Locker` method returning the same `LockRequest`.
+    let request = match cfg.lock {
+        LockKind::Mutex => quote!(#locker.lock(#key)),
+        LockKind::Read => quote!(#locker.read_lock(#key)),
+        LockKind::Write => quote!(#locker.write_lock(#key)),
+        LockKind::Permits(n) => quote!(#locker.semaphore(#key, #n)),
+    };
     let acquire = if async_context {
         quote!(.await)
     } else {
@@ -257,7 +264,7 @@ fn gen_function(func: &ItemFn, cfg: &Config, ret: &Type, shape: ResultShape) -> 
                 #[allow(clippy::useless_conversion)]
                 ::core::result::Result::Err(#err) => return #fail_lookup,
             };
-            let #guard = match #locker.lock(#key) #ttl #wait #watchdog #acquire {
+            let #guard = match #request #ttl #wait #watchdog #acquire {
                 ::core::result::Result::Ok(#guard) => #guard,
                 #skip
                 #[allow(clippy::useless_conversion)]

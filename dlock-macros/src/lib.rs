@@ -56,6 +56,8 @@ mod key_template;
 /// | `on_busy = "skip"` | when busy, return `Ok(Default::default())` without running the body; `"error"` returns `Err` | `"error"` |
 /// | `guard = g` | binds `g: &dlock::LockGuard` in the body (`fence()`, `is_held()`, `lost()`) | not bound |
 /// | `abort_on_lost = true` | `async fn` only: drop the body and return `Err(Error::Lost { key })` when the lease is lost | false: a loss is logged and the body runs on |
+/// | `mode = "read"` or `"write"` | a shared (read) or exclusive (write) hold of the read-write lock `key`: readers run together, a writer alone (`Locker::read_lock`, `write_lock`) | a mutex |
+/// | `permits = 5` | one permit of the semaphore `key` with 5 permits: at most 5 calls run at once (`Locker::semaphore`); an integer literal, at least 1 | a mutex |
 ///
 /// Durations and key templates are checked at compile time. The examples below use the
 /// in-memory backend, `backend = "memory"`; in production leave `backend` out and
@@ -159,6 +161,44 @@ mod key_template;
 /// }
 /// ```
 ///
+/// ## `mode`
+/// A read-write lock: any number of `mode = "read"` calls hold `key` at once, a `mode = "write"`
+/// call holds it alone. Writers are preferred: once a writer waits, new readers wait behind it.
+/// A reader's `fence()` is the fence of the last write. The mutex, the read-write lock and the
+/// semaphore of one key are three different locks: a `mode = "write"` call does not exclude a
+/// call without `mode` on the same key.
+/// ```
+/// # use dlock::distributed_lock;
+/// #[distributed_lock(key = "doc:{id}", mode = "read", backend = "memory")]
+/// async fn show(id: u64) -> Result<String, dlock::Error> {
+///     Ok(format!("document {id}")) // runs alongside other `show(id)` calls
+/// }
+///
+/// #[distributed_lock(key = "doc:{id}", mode = "write", wait = "5s", backend = "memory")]
+/// async fn edit(id: u64, text: &str) -> Result<(), dlock::Error> {
+///     Ok(()) // runs while no `show(id)` or other `edit(id)` call does
+/// }
+/// ```
+///
+/// ## `permits`
+/// A semaphore: at most `permits` calls hold `key` at once, each with its own lease (a crashed
+/// holder frees only its permit). Every user of the key must name the same number: a different
+/// count while the semaphore is held is `Err(dlock::Error::InvalidArgument { .. })` (never a
+/// skip with `on_busy = "skip"`).
+/// ```
+/// # use dlock::distributed_lock;
+/// #[distributed_lock(key = "crawler", permits = 5, backend = "memory")]
+/// async fn crawl(url: &str) -> Result<usize, dlock::Error> {
+///     Ok(url.len()) // at most 5 crawls run at once, across every process of the service
+/// }
+/// ```
+/// Read-write locks and semaphores are offered by memory, Redis, PostgreSQL, ZooKeeper and etcd;
+/// on MySQL and Redlock the call returns `Err(dlock::Error::Unsupported { .. }.into())`. As with
+/// the mutex, a task takes one hold of a key at a time: an attributed call nested in another on
+/// the same key (say a `mode = "write"` call inside a `mode = "read"` one, or two permits of one
+/// semaphore) fails at once with `dlock::Error::AlreadyHeld` (busy with `wait = "0s"`) instead
+/// of waiting for itself.
+///
 /// ## Plain functions
 /// A plain `fn` takes the lock with the blocking API, so it works from plain threads, from
 /// `tokio::task::spawn_blocking` and from a multi-thread runtime's tasks (through
@@ -177,8 +217,10 @@ mod key_template;
 /// A missing `key`, an unknown or repeated argument, a value of the wrong type, a duration that
 /// does not parse, a `ttl` outside 1 ms..365 days, an unclosed or stray brace in `key`, a `{name}`
 /// that is not a parameter, an `on_busy` other than `"error"`/`"skip"`, a return type that is
-/// not a `Result` (also behind an alias: the compiler's message names the type), and
-/// `abort_on_lost` on a plain `fn` are compile errors pointing at the offending token.
+/// not a `Result` (also behind an alias: the compiler's message names the type),
+/// `abort_on_lost` on a plain `fn`, a `mode` other than `"read"`/`"write"`, a `permits` that is
+/// not an integer literal from 1 to `u32::MAX`, and `mode` together with `permits` are compile
+/// errors pointing at the offending token.
 #[proc_macro_attribute]
 pub fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::distributed_lock(args.into(), item.into()).into()
