@@ -71,6 +71,7 @@ use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
 
 mod inspect;
+mod shared;
 
 const NAME: &str = "etcd";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -547,12 +548,15 @@ impl Backend for EtcdBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        let until = deadline.unwrap_or_else(|| Instant::now() + UNREACHABLE_RETRY_FOR);
         if kind != Kind::Exclusive {
-            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+            // Read, write and permit holds: see the `shared` module.
+            return Box::pin(self.retrying(until, move || {
+                self.acquire_shared(key, kind, token, ttl, deadline)
+            }));
         }
         // Again after an expired token or an election: the key made by an earlier try, if
         // any, is found and kept (its path holds this token).
-        let until = deadline.unwrap_or_else(|| Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(self.retrying(until, move || self.acquire_inner(key, token, ttl, deadline)))
     }
 
@@ -562,10 +566,10 @@ impl Backend for EtcdBackend {
         kind: Kind,
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
-        if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
-        }
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        if kind != Kind::Exclusive {
+            return Box::pin(self.retrying(until, move || self.release_shared(key, kind, token)));
+        }
         Box::pin(self.retrying(until, move || self.release_inner(key, token)))
     }
 
@@ -576,10 +580,12 @@ impl Backend for EtcdBackend {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
-        }
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        if kind != Kind::Exclusive {
+            return Box::pin(
+                self.retrying(until, move || self.extend_shared(key, kind, token, ttl)),
+            );
+        }
         Box::pin(self.retrying(until, move || self.extend_inner(key, token, ttl)))
     }
 

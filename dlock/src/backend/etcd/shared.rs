@@ -1,0 +1,489 @@
+//! Read-write locks and semaphores on etcd: a key per hold on its own lease, created only if
+//! absent, as for the mutex ([module docs](super)); queue order is `create_revision`, and each
+//! waiter watches what it waits for. After etcd's own recipes (`recipes/rwmutex.go`,
+//! `concurrency/mutex.go`).
+//!
+//! # Keys
+//! Each kind has its own space under the root, in a first segment no encoded key can be (an
+//! encoded key has `%` only before `25` or `2F`), so neither collides with the mutex's
+//! `<root>/<encoded key>/` and mutex `list`/`inspect` skip them:
+//! - read-write: `<root>/%rw/<encoded key>/q/r/<id>` (a reader), `.../q/w/<id>` (a writer), and
+//!   `<root>/%rw/<encoded key>/fence`, the fence of the last write hold (no lease: it outlives
+//!   the holds, one small key per read-write lock ever written).
+//! - semaphore: `<root>/%sem/<encoded key>/<permits>/<id>`, the permit count a path segment. The
+//!   value of every key is the mutex's (`dlock1`, the owner), a semaphore's with the line
+//!   `permits=<n>` added.
+//!
+//! # Grant rule (FIFO by `create_revision`)
+//! - reader: holds when no writer key was created before it (it waits for the last such writer,
+//!   watching that key's deletion, then looks again).
+//! - writer: holds when no key at all (reader or writer) was created before it (it watches the
+//!   one just ahead). One transaction checks this (every key of `q/` created at or after its
+//!   own) and writes its fence into `fence`.
+//! - permit of `n`: holds when fewer than `n` keys were created before it. A waiter watches the
+//!   semaphore's range for deletions of keys ahead of it: a release wakes every waiter behind
+//!   the released key, each of which reads the first `n` keys ahead once (simple and correct;
+//!   the herd is the number of waiters).
+//!
+//! Preference: first come, first served. A reader arriving after a waiting writer queues behind
+//! it, so a stream of readers never starves a writer; readers that arrived before the writer
+//! go first (the memory backend lets a waiting writer pass them too). A writer that gives up
+//! or is cancelled deletes its key, which wakes whoever watched it.
+//!
+//! # Permit counts
+//! A semaphore key is created in one transaction that also requires no key of another count
+//! under the semaphore's prefix (two range compares), so all holders and waiters of a
+//! semaphore name one count; a request with another count answers
+//! [`permit_mismatch`] naming the count found. Once every key is gone any count is fine.
+//!
+//! # Fences
+//! A writer's or permit's fence is its key's `create_revision` (unique, growing, granted in
+//! that order). A reader's is the `fence` key, read in the same transaction that found no
+//! writer ahead: every earlier writer's key was gone by then, and a writer writes `fence` only
+//! while its key exists, so the last write hold's fence is there (`None` before any write).
+//!
+//! # Leases
+//! Each hold has its own lease: a killed holder's key goes when its lease alone runs out.
+//! While waiting, the lease is kept alive every third of its length (a queued key must not
+//! expire); once held, the Locker's watchdog renews it through `extend`, as for the mutex, and
+//! a lease found expired there fires `lost()`.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+};
+
+use super::{backend_err, encode_key, inspect, lease_secs, EtcdBackend, Held, NAME};
+use crate::backend::{permit_mismatch, remaining, token_parts, within_wait, Grant, Kind};
+use crate::Result;
+
+/// How often a semaphore's creation is tried again when the key of another count that made
+/// it fail was gone before it could be read.
+const CREATE_TRIES: usize = 5;
+/// The shortest pause between keep-alives of a waiting key's lease.
+const MIN_RENEW: Duration = Duration::from_millis(500);
+
+/// What a waiter waits for.
+enum Watch {
+    /// The deletion of this key (the one just ahead).
+    Key(Vec<u8>),
+    /// The deletion of any key created before ours under this prefix.
+    Ahead(Vec<u8>),
+}
+
+/// What one look at the queue found.
+enum Turn {
+    Granted(Option<u64>),
+    Wait(Watch, i64),
+    /// Our key is gone (its lease expired, or it was deleted).
+    Vanished,
+    /// Nothing to watch, not granted (cannot happen in one transaction): look again.
+    Again,
+}
+
+/// The `n`-th response of a transaction, when it is a range read.
+fn got(done: &TxnResponse, n: usize) -> Option<etcd_client::GetResponse> {
+    match done.op_responses().into_iter().nth(n)? {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    }
+}
+
+/// The end of the range of keys starting with `prefix` (etcd's `--prefix` rule).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The permit count in a semaphore key's path (the segment after `base`).
+fn permits_of(path: &[u8], base: &[u8]) -> Option<u32> {
+    let rest = path.strip_prefix(base)?;
+    let segment = rest.split(|&b| b == b'/').next()?;
+    std::str::from_utf8(segment).ok()?.parse().ok()
+}
+
+impl EtcdBackend {
+    /// `<root>/%rw/<encoded key>/`.
+    fn rw_prefix(&self, key: &str) -> String {
+        format!("{}/%rw/{}/", self.root, encode_key(key))
+    }
+
+    /// `<root>/%sem/<encoded key>/`.
+    fn semaphore_prefix(&self, key: &str) -> String {
+        format!("{}/%sem/{}/", self.root, encode_key(key))
+    }
+
+    /// The etcd key of `token`'s hold of `kind` (not [`Kind::Exclusive`]).
+    fn shared_path(&self, key: &str, kind: Kind, token: &str) -> Vec<u8> {
+        let id = token_parts(token).0;
+        match kind {
+            Kind::Read => format!("{}q/r/{id}", self.rw_prefix(key)),
+            Kind::Permit(n) => format!("{}{n}/{id}", self.semaphore_prefix(key)),
+            _ => format!("{}q/w/{id}", self.rw_prefix(key)),
+        }
+        .into_bytes()
+    }
+
+    /// Creates our semaphore key (once) if every key of the semaphore names `permits`; returns
+    /// it and its create revision, or [`permit_mismatch`].
+    async fn create_permit(
+        &self,
+        key: &str,
+        permits: u32,
+        path: &[u8],
+        ttl: Duration,
+        token: &str,
+    ) -> Result<(Held, i64)> {
+        let mut client = self.client.clone();
+        let lease = client
+            .lease_grant(lease_secs(ttl), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let held = Held {
+            path: path.to_vec(),
+            lease: lease.id(),
+            ttl_s: lease.ttl(),
+        };
+        // Known before the put: a cancelled acquire's release finds and removes it.
+        self.held().insert(token.to_owned(), held.clone());
+        let base = self.semaphore_prefix(key).into_bytes();
+        let ours = format!("{}{permits}/", self.semaphore_prefix(key)).into_bytes();
+        // The keys of other counts: before and after the range of ours.
+        let (below, above) = (
+            (base.clone(), ours.clone()),
+            (prefix_end(&ours), prefix_end(&base)),
+        );
+        let mut value = inspect::key_value(token);
+        value.extend_from_slice(format!("\npermits={permits}").as_bytes());
+        let one = || Some(GetOptions::new().with_keys_only().with_limit(1));
+        for _ in 0..CREATE_TRIES {
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(path, CompareOp::Equal, 0),
+                    // Every key in the range has create revision 0: the range is empty.
+                    Compare::create_revision(below.0.clone(), CompareOp::Equal, 0)
+                        .with_range(below.1.clone()),
+                    Compare::create_revision(above.0.clone(), CompareOp::Equal, 0)
+                        .with_range(above.1.clone()),
+                ])
+                .and_then([TxnOp::put(
+                    path,
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease.id())),
+                )])
+                .or_else([
+                    TxnOp::get(path, None),
+                    TxnOp::get(
+                        below.0.clone(),
+                        one().map(|o| o.with_range(below.1.clone())),
+                    ),
+                    TxnOp::get(
+                        above.0.clone(),
+                        one().map(|o| o.with_range(above.1.clone())),
+                    ),
+                ]);
+            let done = client.txn(txn).await.map_err(|e| self.err(e))?;
+            if done.succeeded() {
+                let revision = done
+                    .header()
+                    .map(|h| h.revision())
+                    .ok_or_else(|| backend_err("transaction without a header"))?;
+                return Ok((held, revision));
+            }
+            if let Some(kv) = got(&done, 0).and_then(|g| g.kvs().first().cloned()) {
+                // Made by an earlier try of this same acquire: ours, with its own lease.
+                let _ = client.lease_revoke(held.lease).await;
+                let held = Held {
+                    lease: kv.lease(),
+                    ..held
+                };
+                self.held().insert(token.to_owned(), held.clone());
+                return Ok((held, kv.create_revision()));
+            }
+            let other = [1, 2]
+                .into_iter()
+                .filter_map(|n| got(&done, n))
+                .find_map(|g| g.kvs().first().map(|kv| kv.key().to_vec()));
+            if let Some(other) = other {
+                self.held().remove(token);
+                let _ = client.lease_revoke(held.lease).await;
+                return Err(permit_mismatch(permits, permits_of(&other, &base)));
+            }
+            // The other count's keys went between the compare and the read: try again.
+        }
+        self.held().remove(token);
+        let _ = client.lease_revoke(held.lease).await;
+        Err(permit_mismatch(permits, None))
+    }
+
+    /// One look at the queue for our key `path` (create revision `mine`).
+    async fn turn(&self, key: &str, kind: Kind, path: &[u8], mine: i64) -> Result<Turn> {
+        let mut client = self.client.clone();
+        let ours = Compare::create_revision(path, CompareOp::Equal, mine);
+        let ahead = |limit: i64, order: SortOrder| {
+            GetOptions::new()
+                .with_prefix()
+                .with_keys_only()
+                .with_max_create_revision(mine - 1)
+                .with_sort(SortTarget::Create, order)
+                .with_limit(limit)
+        };
+        let rw = self.rw_prefix(key);
+        let fence_key = format!("{rw}fence");
+        let (writers, queue) = (format!("{rw}q/w/"), format!("{rw}q/"));
+        let txn = match kind {
+            Kind::Read => Txn::new().when([ours]).and_then([
+                TxnOp::get(writers.clone(), Some(ahead(1, SortOrder::Descend))),
+                TxnOp::get(fence_key, None),
+            ]),
+            Kind::Permit(n) => Txn::new().when([ours]).and_then([TxnOp::get(
+                self.semaphore_prefix(key),
+                Some(ahead(i64::from(n), SortOrder::Ascend)),
+            )]),
+            _ => Txn::new()
+                .when([
+                    ours,
+                    // Every queued key created at or after ours: nobody ahead.
+                    Compare::create_revision(queue.clone(), CompareOp::Greater, mine - 1)
+                        .with_prefix(),
+                ])
+                .and_then([TxnOp::put(fence_key, mine.to_string(), None)])
+                .or_else([
+                    TxnOp::get(path, Some(GetOptions::new().with_keys_only())),
+                    TxnOp::get(queue, Some(ahead(1, SortOrder::Descend))),
+                ]),
+        };
+        let done = client.txn(txn).await.map_err(|e| self.err(e))?;
+        let at = done.header().map_or(0, |h| h.revision());
+        let fence = u64::try_from(mine).ok();
+        Ok(match kind {
+            Kind::Read if !done.succeeded() => Turn::Vanished,
+            Kind::Read => match got(&done, 0).and_then(|g| g.kvs().first().cloned()) {
+                Some(writer) => Turn::Wait(Watch::Key(writer.key().to_vec()), at),
+                None => {
+                    let last_write = got(&done, 1)
+                        .and_then(|g| g.kvs().first().cloned())
+                        .and_then(|kv| kv.value_str().ok()?.parse().ok());
+                    Turn::Granted(last_write)
+                }
+            },
+            Kind::Permit(_) if !done.succeeded() => Turn::Vanished,
+            Kind::Permit(n) => {
+                let before = got(&done, 0).map_or(0, |g| g.kvs().len());
+                if before < n as usize {
+                    Turn::Granted(fence)
+                } else {
+                    Turn::Wait(Watch::Ahead(self.semaphore_prefix(key).into_bytes()), at)
+                }
+            }
+            _ if done.succeeded() => Turn::Granted(fence),
+            _ if got(&done, 0).is_none_or(|g| g.kvs().is_empty()) => Turn::Vanished,
+            _ => match got(&done, 1).and_then(|g| g.kvs().first().cloned()) {
+                Some(ahead) => Turn::Wait(Watch::Key(ahead.key().to_vec()), at),
+                None => Turn::Again,
+            },
+        })
+    }
+
+    /// Waits until what `watch` names changes after revision `at` or `deadline` passes,
+    /// keeping our lease alive meanwhile (`lease_from`: when its last renewal was sent).
+    async fn wait_turn(
+        &self,
+        watch: Watch,
+        at: i64,
+        held: &Held,
+        mine: i64,
+        deadline: Option<Instant>,
+        lease_from: &mut Instant,
+    ) -> Result<()> {
+        let mut client = self.client.clone();
+        let only_deletes = WatchOptions::new()
+            .with_start_revision(at + 1)
+            .with_filters([WatchFilterType::NoPut]);
+        let (target, options) = match &watch {
+            Watch::Key(key) => (key.clone(), only_deletes),
+            Watch::Ahead(prefix) => (prefix.clone(), only_deletes.with_prefix().with_prev_key()),
+        };
+        let (mut watcher, mut stream) = within_wait(NAME, deadline, async {
+            client
+                .watch(target, Some(options))
+                .await
+                .map_err(|e| self.err(e))
+        })
+        .await?;
+        // A deletion that may change our turn: for `Ahead`, a key created before ours (or
+        // ours: then the next look finds it gone).
+        let matters = |event: &etcd_client::Event| {
+            event.event_type() == EventType::Delete
+                && match (&watch, event.prev_kv()) {
+                    (Watch::Key(_), _) | (_, None) => true,
+                    (Watch::Ahead(_), Some(prev)) => {
+                        prev.create_revision() < mine || prev.key() == held.path.as_slice()
+                    }
+                }
+        };
+        let changed = async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(msg)) if !msg.canceled() => {
+                        if msg.events().iter().any(&matters) {
+                            return;
+                        }
+                    }
+                    // Cancelled (a compacted revision), ended or failed: look again rather
+                    // than wait for ever.
+                    _ => return,
+                }
+            }
+        };
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let every = Duration::from_secs(u64::try_from(held.ttl_s).unwrap_or(1)) / 3;
+        let renew = async {
+            let mut client = self.client.clone();
+            loop {
+                tokio::time::sleep(every.max(MIN_RENEW)).await;
+                let sent = Instant::now();
+                // A failure shows at the next look (the key gone) or the next renewal.
+                if client.lease_keep_alive(held.lease).await.is_ok() {
+                    *lease_from = sent;
+                }
+            }
+        };
+        tokio::select! {
+            _ = changed => {}
+            _ = until => {}
+            _ = renew => {}
+        }
+        let _ = watcher.cancel().await;
+        Ok(())
+    }
+
+    /// [`Backend::acquire`](super::Backend::acquire) of a read, write or permit hold.
+    pub(super) async fn acquire_shared(
+        &self,
+        key: &str,
+        kind: Kind,
+        token: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>> {
+        let path = self.shared_path(key, kind, token);
+        let mut lease_from = Instant::now();
+        let created = within_wait(NAME, deadline, async {
+            match kind {
+                Kind::Permit(n) => self.create_permit(key, n, &path, ttl, token).await,
+                _ => self.create(&path, ttl, token).await,
+            }
+        });
+        let (held, mine) = created.await?;
+        loop {
+            let turn = within_wait(NAME, deadline, self.turn(key, kind, &path, mine)).await?;
+            let (watch, at) = match turn {
+                Turn::Granted(fence) => return Ok(Some(Grant::new(fence, lease_from))),
+                Turn::Vanished => {
+                    self.held().remove(token);
+                    return Err(backend_err(
+                        "the lock key vanished while queued (its lease expired?)",
+                    ));
+                }
+                Turn::Again => continue,
+                Turn::Wait(watch, at) => (watch, at),
+            };
+            if remaining(deadline).is_some_and(|l| l.is_zero()) {
+                // Deleting our key wakes whoever waited on it (readers behind a writer).
+                self.held().remove(token);
+                self.remove(&held).await?;
+                return Ok(None);
+            }
+            self.wait_turn(watch, at, &held, mine, deadline, &mut lease_from)
+                .await?;
+        }
+    }
+
+    /// [`Backend::release`](super::Backend::release) of a read, write or permit hold.
+    pub(super) async fn release_shared(&self, key: &str, kind: Kind, token: &str) -> Result<bool> {
+        let path = self.shared_path(key, kind, token);
+        let known = {
+            let mut held = self.held();
+            match held.get(token) {
+                Some(h) if h.path == path => held.remove(token),
+                _ => None,
+            }
+        };
+        match known {
+            Some(held) => self.remove(&held).await,
+            None => {
+                // Not known here (an acquire cancelled mid-way): delete by name.
+                let mut client = self.client.clone();
+                let deleted = client.delete(path, None).await.map_err(|e| self.err(e))?;
+                Ok(deleted.deleted() > 0)
+            }
+        }
+    }
+
+    /// [`Backend::extend`](super::Backend::extend) of a read, write or permit hold: the
+    /// mutex's renewal once the key is known here.
+    pub(super) async fn extend_shared(
+        &self,
+        key: &str,
+        kind: Kind,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let path = self.shared_path(key, kind, token);
+        let known = self.held().get(token).is_some_and(|h| h.path == path);
+        if !known {
+            // Not known here: find the key and its lease on the server.
+            let mut client = self.client.clone();
+            let found = client
+                .get(path.clone(), None)
+                .await
+                .map_err(|e| self.err(e))?;
+            let Some(kv) = found.kvs().first() else {
+                return Ok(false);
+            };
+            let lease = kv.lease();
+            let granted = client
+                .lease_time_to_live(lease, None)
+                .await
+                .map_err(|e| self.err(e))?
+                .granted_ttl();
+            let held = Held {
+                path,
+                lease,
+                ttl_s: granted,
+            };
+            self.held().insert(token.to_owned(), held);
+        }
+        self.extend_inner(key, token, ttl).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permit_counts_are_path_segments() {
+        let base = b"/dlock/%sem/a%2Fb/";
+        assert_eq!(permits_of(b"/dlock/%sem/a%2Fb/3/0123", base), Some(3));
+        assert_eq!(permits_of(b"/dlock/%sem/a%2Fb/x/0123", base), None);
+        assert_eq!(permits_of(b"/dlock/%sem/other/3/0123", base), None);
+        // The range of count 3 ends before count 30's keys start.
+        assert!(prefix_end(b"/s/3/").as_slice() <= b"/s/30/".as_slice());
+        assert!(b"/s/10/".as_slice() < b"/s/3/".as_slice());
+    }
+}
