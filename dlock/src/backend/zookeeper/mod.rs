@@ -131,6 +131,7 @@ use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
 
 mod inspect;
+mod shared;
 
 const NAME: &str = "zookeeper";
 const DEFAULT_ROOT: &str = "/dlock";
@@ -1104,10 +1105,10 @@ impl Backend for ZookeeperBackend {
         _ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        if kind != Kind::Exclusive {
-            return Box::pin(async move { Err(kind.unsupported(self.name())) });
-        }
         // The ttl is kept by the locker's lease task (see "Lease" in the module docs).
+        if kind != Kind::Exclusive {
+            return Box::pin(self.acquire_shared(key, kind, token, deadline));
+        }
         Box::pin(async move { Ok(self.acquire_inner(key, token, deadline).await?) })
     }
 
@@ -1118,7 +1119,7 @@ impl Backend for ZookeeperBackend {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(self.release_shared(key, kind, token));
         }
         Box::pin(async move { Ok(self.release_inner(key, token).await?) })
     }
@@ -1131,7 +1132,7 @@ impl Backend for ZookeeperBackend {
         _ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(self.extend_shared(key, kind, token));
         }
         Box::pin(async move { Ok(self.extend_inner(key, token).await?) })
     }
