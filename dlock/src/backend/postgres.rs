@@ -103,6 +103,10 @@
 //! As on MySQL, the acquire statement runs in a task that keeps its connection until the server
 //! answers: an acquire cut off while its `INSERT` waits on a row lock has the row deleted on that
 //! connection once the `INSERT` committed, so no row outlives an acquire that gave up.
+//!
+//! # Read-write locks and semaphores
+//! A second table, `<table>_holds`, with a row per hold (and per waiting writer), decided under a
+//! per-key transaction-scoped advisory lock and woken by the same notices: see `shared.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -124,6 +128,7 @@ use crate::{Error, Result, MAX_OWNER_LEN};
 
 mod inspect;
 mod schema;
+mod shared;
 
 const NAME: &str = "postgres";
 /// The table used when the URL has no `?table=`.
@@ -281,7 +286,12 @@ impl Waiters {
     fn wake_one(&self, name: &str) {
         let by_name = self.by_name.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = by_name.get(name) {
-            n.notify_one();
+            if shared::wakes_all(name) {
+                // A read-write or semaphore release may admit several waiters.
+                n.notify_waiters();
+            } else {
+                n.notify_one();
+            }
         }
     }
 
@@ -609,7 +619,7 @@ impl Backend for PostgresBackend {
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+            return Box::pin(self.acquire_shared(key, kind, token, ttl, deadline));
         }
         Box::pin(self.acquire_inner(key, token, ttl, deadline))
     }
@@ -621,7 +631,7 @@ impl Backend for PostgresBackend {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(self.release_shared(key, kind, token));
         }
         Box::pin(async move {
             let name = lock_name(key);
@@ -644,7 +654,7 @@ impl Backend for PostgresBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(self.extend_shared(key, kind, token, ttl));
         }
         Box::pin(async move {
             let name = lock_name(key);

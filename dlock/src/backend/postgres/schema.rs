@@ -1,9 +1,11 @@
-//! The lock table and its fence sequence: created when missing, and brought up to date when an
-//! older dlock made them (see the module docs, "The table").
+//! The lock table, its fence sequence and the holds table of read-write locks and semaphores:
+//! created when missing, and brought up to date when an older dlock made them (see the module
+//! docs, "The table", and [`shared`](super::shared)).
 
 use sqlx::postgres::PgConnection;
 use sqlx::AssertSqlSafe;
 
+use super::shared::{holds_table, HOLDS_COLUMNS};
 use super::{backend_err, quote, NAME, SESSION_SETTINGS, STATEMENT_TIMEOUT};
 use crate::Result;
 
@@ -19,7 +21,7 @@ const ADDED: [(&str, &str); 3] = [
     ("fence", "BIGINT"),
 ];
 
-/// Creates the table and the sequence when missing, and adds to an older dlock's table what
+/// Creates the tables and the sequence when missing, and adds to an older dlock's table what
 /// inspection needs (or says which `ALTER TABLE` an administrator must run), within
 /// [`STATEMENT_TIMEOUT`].
 pub(super) async fn ensure_table(conn: &mut PgConnection, table: &str) -> Result<()> {
@@ -34,6 +36,7 @@ pub(super) async fn ensure_table(conn: &mut PgConnection, table: &str) -> Result
 async fn ensure(conn: &mut PgConnection, table: &str) -> Result<()> {
     let t = quote(table);
     let seq = quote(&format!("{table}_fence"));
+    let holds = quote(&holds_table(table));
     // Lock waits bounded on the server: a long transaction on the table fails an ALTER in 5 s
     // instead of holding it, and every acquire queued behind it.
     sqlx::raw_sql(SESSION_SETTINGS)
@@ -41,25 +44,31 @@ async fn ensure(conn: &mut PgConnection, table: &str) -> Result<()> {
         .await
         .map_err(backend_err)?;
     // PostgreSQL checks the right to create in the schema before `IF NOT EXISTS`, so a user
-    // granted only the table and the sequence (see the README's "Security") would be refused
-    // the DDL: skip it when both exist (`to_regclass` needs no privilege on them).
-    let (has_table, has_seq): (bool, bool) =
-        sqlx::query_as("SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL")
-            .bind(&t)
-            .bind(&seq)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(backend_err)?;
+    // granted only the tables and the sequence (see the README's "Security") would be refused
+    // the DDL: skip it when they exist (`to_regclass` needs no privilege on them).
+    let (has_table, has_seq, has_holds): (bool, bool, bool) = sqlx::query_as(
+        "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL, \
+         to_regclass($3) IS NOT NULL",
+    )
+    .bind(&t)
+    .bind(&seq)
+    .bind(&holds)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend_err)?;
+    let holds_ddl = format!("CREATE TABLE IF NOT EXISTS {holds} ({HOLDS_COLUMNS})");
     if !(has_table && has_seq) {
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {t} ({COLUMNS}); CREATE SEQUENCE IF NOT EXISTS {seq}"
+            "CREATE TABLE IF NOT EXISTS {t} ({COLUMNS}); CREATE SEQUENCE IF NOT EXISTS {seq}; \
+             {holds_ddl}"
         );
-        match sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *conn).await {
-            Ok(_) => {}
-            // Two Lockers creating the table at once: one of them meets a unique violation
-            // in the catalog; the table is there either way.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
-            Err(e) => return Err(backend_err(format!("creating the lock table {t}: {e}"))),
+        create(conn, ddl, &t).await?;
+    } else if !has_holds {
+        // Mutexes work without it: a user who may not create it is told here (mutex-only
+        // deployments made before it existed need nothing), and a read-write lock or semaphore
+        // then fails naming the statement to run.
+        if let Err(e) = create(conn, holds_ddl.clone(), &holds).await {
+            tracing::info!(target: "dlock", backend = NAME, statement = %holds_ddl, error = %e, "could not create the table of read-write locks and semaphores; mutexes work, read-write locks and semaphores fail until an administrator runs the statement");
         }
     }
 
@@ -108,5 +117,16 @@ async fn ensure(conn: &mut PgConnection, table: &str) -> Result<()> {
              owner run: {alter}",
             absent.join(", ")
         ))),
+    }
+}
+
+/// Runs `ddl` (creating `what`), a concurrent creation counting as done.
+async fn create(conn: &mut PgConnection, ddl: String, what: &str) -> Result<()> {
+    match sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *conn).await {
+        Ok(_) => Ok(()),
+        // Two Lockers creating the table at once: one of them meets a unique violation in the
+        // catalog; the table is there either way.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(()),
+        Err(e) => Err(backend_err(format!("creating the lock table {what}: {e}"))),
     }
 }
