@@ -80,6 +80,7 @@ mod connection;
 pub(crate) mod inspect;
 mod scripts;
 pub mod sentinel;
+mod shared;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1247,7 +1248,17 @@ impl Backend for RedisBackend {
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+            // Read-write locks and semaphores (shared.rs); repeated once after a dropped
+            // connection as below (an attempt under a token that already holds counts as won).
+            return Box::pin(async move {
+                match shared::acquire(self, key, kind, token, ttl, deadline).await {
+                    Err(e) if connection_dropped(&e) => {
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
+                        shared::acquire(self, key, kind, token, ttl, deadline).await
+                    }
+                    done => done,
+                }
+            });
         }
         // Once more after a dropped connection: the connection manager reconnects after the
         // first command that fails (a server restart, a killed connection); an acquire is
@@ -1270,7 +1281,7 @@ impl Backend for RedisBackend {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(shared::release(self, key, kind, token));
         }
         Box::pin(async move {
             let keys = RedisKeys::new(key);
@@ -1340,15 +1351,19 @@ impl Backend for RedisBackend {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
-        }
         // Token-checked, so safe to repeat after a dropped connection (see `acquire`).
         Box::pin(async move {
-            match self.extend_once(key, token, ttl).await {
+            let once = || async {
+                if kind == Kind::Exclusive {
+                    self.extend_once(key, token, ttl).await
+                } else {
+                    shared::extend(self, key, kind, token, ttl).await
+                }
+            };
+            match once().await {
                 Err(e) if connection_dropped(&e) => {
                     tokio::time::sleep(RECONNECT_PAUSE).await;
-                    self.extend_once(key, token, ttl).await
+                    once().await
                 }
                 done => done,
             }

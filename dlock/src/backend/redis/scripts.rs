@@ -59,6 +59,13 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local stored = redis.call('GET', KEYS[2])
 local f = math.max(tonumber(stored or '0') + 1, now)";
 
+/// [`FENCE_RULE`] with the counter in `counter` (a Lua expression such as `KEYS[4]`), for the
+/// scripts of read-write locks and semaphores: it leaves `f` (the fence) and `stored` (the
+/// counter before, `false` when missing) in scope.
+pub(super) fn fence_rule(counter: &str) -> String {
+    FENCE_RULE.replace("KEYS[2]", counter)
+}
+
 /// Acquire: `SET lock token NX PX ttl`; when won, the fence by [`FENCE_RULE`]. Returns
 /// `{1, fence, counter_was_missing}`, `{0, 0, 0}` when busy, `{-1, fence, 0}` when the fence
 /// would not be above `ARGV[3]` (the lock is then given back). A key already holding `ARGV[1]`
