@@ -244,6 +244,26 @@ async fn exclusive_over(server: &str, url: &str) {
     );
 }
 
+/// Read-write locks and semaphores work with exactly the least privileges of the README too.
+async fn shared_holds_over(server: &str, url: &str) {
+    let a = support::connect(server, url).await;
+    let key = support::unique("secure-shared");
+    let read = a.read_lock(key.as_str()).wait(10 * SECOND).await.expect("read lock");
+    let reader = tokio::spawn(a.read_lock(key.as_str()).wait(10 * SECOND).acquire());
+    let reader = reader.await.unwrap().expect("a second reader");
+    let writer = tokio::spawn(a.write_lock(key.as_str()).wait(Duration::ZERO).acquire());
+    assert!(matches!(
+        writer.await.unwrap(),
+        Err(dlock::Error::Busy { .. })
+    ));
+    read.release().await.expect("release read");
+    reader.release().await.expect("release read");
+    let write = a.write_lock(key.as_str()).wait(10 * SECOND).await.expect("write lock");
+    write.release().await.expect("release write");
+    let permit = a.semaphore(key.as_str(), 2).wait(10 * SECOND).await.expect("permit");
+    permit.release().await.expect("release permit");
+}
+
 fn run(what: &str, command: &mut Command) -> String {
     let out = command
         .output()
@@ -658,7 +678,7 @@ async fn postgres_over_tls_with_least_privilege() {
             .arg(&pg.dir)
             .args(["-p", &port.to_string(), "-d", "test", "-c"])
             .arg(
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON dlock_locks TO dlock; \
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON dlock_locks, dlock_locks_holds TO dlock; \
                  GRANT USAGE ON SEQUENCE dlock_locks_fence TO dlock;",
             ),
     );
@@ -666,6 +686,7 @@ async fn postgres_over_tls_with_least_privilege() {
         format!("postgres://dlock:{password}@{host}:{port}/test?{params}")
     };
     exclusive_over("TLS PostgreSQL", &url(PASSWORD, "127.0.0.1", &c.params())).await;
+    shared_holds_over("TLS PostgreSQL", &url(PASSWORD, "127.0.0.1", &c.params())).await;
 
     let limit = 10 * SECOND;
     refuses_the_usual_mistakes(url, true, limit).await;
@@ -782,6 +803,7 @@ async fn etcd_over_tls_with_a_role_on_its_prefix_only() {
     };
     let good = url(PASSWORD, "127.0.0.1", &c.params());
     exclusive_over("TLS etcd", &good).await;
+    shared_holds_over("TLS etcd", &good).await;
     // Idle longer than the token lives, then lock again: the Locker logs in again.
     let locker = support::connect("TLS etcd", &good).await;
     tokio::time::sleep(3 * SECOND).await;
