@@ -790,3 +790,94 @@ async fn redis_cluster_locks_across_slots_and_survives_a_primary_failover() {
     // client finds it on its next refresh. Generous for a loaded 2-core machine.
     assert!(report.outage < 20 * SECOND, "outage {:?}", report.outage);
 }
+
+/// Issue 16: read-write locks and semaphores on a Redis Cluster (with `?replicas=1`), on a key
+/// of every primary: all their Redis keys share the key's slot, a waiting reader listens on the
+/// key's shard (`SSUBSCRIBE` on its primary) and is admitted by the writer's release, readers
+/// share, a semaphore admits its count and refuses another count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_read_write_locks_and_semaphores_on_every_primary() {
+    use std::future::IntoFuture;
+    let cluster = RedisCluster::start();
+    let seeds: Vec<String> = cluster.ports[..3]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let url = format!(
+        "redis+cluster://{}?replicas=1&restart_delay=0",
+        seeds.join(",")
+    );
+    let a = support::connect("Redis Cluster", &url).await;
+    let b = support::connect("Redis Cluster", &url).await;
+    let mut keys = std::collections::HashMap::new();
+    for i in 0.. {
+        // `dlock:rw:{<key>}:..` and `dlock:sem:{<key>}:..`: their slot is the key's.
+        let key = support::unique(&format!("shared{i}"));
+        keys.entry(cluster.primary_of(&key)).or_insert(key);
+        if keys.len() == 3 {
+            break;
+        }
+        assert!(i < 1000, "keys never reached every primary");
+    }
+    for (primary, key) in &keys {
+        let w = a
+            .write_lock(key.as_str())
+            .ttl(30 * SECOND)
+            .await
+            .expect("write");
+        let fence = w.fence().expect("a write fence");
+        let reader = tokio::spawn(b.read_lock(key.as_str()).wait(20 * SECOND).into_future());
+        let channel = format!("dlock:rw:{{{key}}}:released");
+        let until = Instant::now() + 10 * SECOND;
+        loop {
+            let reply = RedisCluster::cli(*primary, &["PUBSUB", "SHARDNUMSUB", &channel]);
+            if reply.lines().last().map(str::trim) == Some("1") {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the reader never listened on its shard: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        w.release().await.expect("release write");
+        let r = reader.await.expect("task").expect("read after the write");
+        assert_eq!(
+            r.fence(),
+            Some(fence),
+            "a reader sees the last write's fence"
+        );
+        let r2 = a
+            .read_lock(key.as_str())
+            .wait(Duration::ZERO)
+            .await
+            .expect("readers share");
+        let w2 = b.write_lock(key.as_str()).wait(Duration::ZERO).await;
+        assert!(matches!(w2, Err(dlock::Error::Busy { .. })), "{w2:?}");
+        r.release().await.expect("release read");
+        r2.release().await.expect("release read");
+
+        let p1 = a.semaphore(key.as_str(), 2).await.expect("permit");
+        let p2 = b.semaphore(key.as_str(), 2).await.expect("permit");
+        assert!(p2.fence() > p1.fence(), "permit fences grow");
+        let third = tokio::spawn(
+            a.semaphore(key.as_str(), 2)
+                .wait(Duration::ZERO)
+                .into_future(),
+        );
+        let third = third.await.expect("task");
+        assert!(matches!(third, Err(dlock::Error::Busy { .. })), "{third:?}");
+        let other = tokio::spawn(
+            a.semaphore(key.as_str(), 3)
+                .wait(Duration::ZERO)
+                .into_future(),
+        );
+        let other = other.await.expect("task");
+        assert!(
+            matches!(other, Err(dlock::Error::InvalidArgument { .. })),
+            "{other:?}"
+        );
+        p1.release().await.expect("release permit");
+        p2.release().await.expect("release permit");
+    }
+}

@@ -42,9 +42,9 @@
 //! on to the next one, so one notice admits as many local waiters as the lock now admits; a
 //! writer that is granted keeps it. Only the front waiter retries without a notice: a fallback
 //! bounded by the earliest lease (or mark) that blocks it, since an expiry publishes nothing.
-//! Every waiter joins the queue before its first attempt, so a later local request never
-//! overtakes an earlier one (a local reader could otherwise be held back by the mark of a local
-//! writer queued behind it).
+//! A request attempts at once only when no local waiter is queued for the key; a writer marks
+//! itself waiting only from the front of the queue, so a local reader ahead of a marked local
+//! writer cannot be held back by it.
 
 mod scripts;
 
@@ -140,22 +140,28 @@ pub(super) async fn acquire(
         return Err(backend_err("a mutex is not a shared kind (internal error)"));
     }
     let keys = SharedKeys::new(key, kind.space());
-    if remaining(deadline).is_some_and(|left| left.is_zero()) {
-        // One attempt: a writer does not mark itself waiting (it will not wait).
-        if backend.grants_wait().is_some() {
+    let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
+    // Attempt at once only when no local waiter is queued for this key (otherwise queue behind
+    // them); a writer does not mark itself waiting yet: it marks once at the front of the queue,
+    // so a marked writer is always the front one and never held back by a local reader ahead.
+    if one_attempt || !backend.notices.has_waiters(&keys.channel) {
+        if backend.grants_wait().is_none() {
+            let attempt = attempt(backend, &keys, kind, token, ttl, false);
+            if let Attempt::Granted(grant) = within_wait(NAME, deadline, attempt).await? {
+                return Ok(Some(grant));
+            }
+        }
+        if one_attempt {
             return Ok(None);
         }
-        let attempt = attempt(backend, &keys, kind, token, ttl, false);
-        return Ok(match within_wait(NAME, deadline, attempt).await? {
-            Attempt::Granted(grant) => Some(grant),
-            Attempt::Busy(_) => None,
-        });
     }
     Box::pin(wait_in_queue(backend, &keys, kind, token, ttl, deadline)).await
 }
 
-/// Queue behind this Locker's waiters of the key, attempt at the front: first at once, then
-/// subscribed, then when woken by a notice (or a fallback bounded by the blocking lease).
+/// Queue behind this Locker's waiters of the key; at the front, subscribe and attempt, then
+/// attempt again when woken by a notice, or on a fallback bounded by the lease (or mark) that
+/// blocks it; a waiting writer attempts (renewing its mark) at least every [`MARK_RENEWAL`].
+/// Waiters behind the front check now and then whether they have moved to the front.
 async fn wait_in_queue(
     backend: &RedisBackend,
     keys: &SharedKeys,
@@ -172,9 +178,6 @@ async fn wait_in_queue(
         waiter: waiter.clone(),
         wake_next: true,
     };
-    // The first attempt goes unsubscribed (one round trip when the lock is free); a busy one
-    // subscribes and looks again, so no notice between the two is missed.
-    let mut subscribed = false;
     let mut hint: Option<Duration> = None;
     let mut fallback = FALLBACK_MIN;
     let mut marked = false;
@@ -184,13 +187,13 @@ async fn wait_in_queue(
                 // After a recent restart that lost lock state: no grants before `until`.
                 hint = Some(until.saturating_duration_since(Instant::now()));
             } else {
-                if subscribed {
-                    let listening =
-                        within_wait(NAME, deadline, backend.ensure_subscribed(&keys.channel));
-                    if let Err(e) = listening.await {
-                        tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
-                        fallback = FALLBACK_MIN;
-                    }
+                // Subscribe before attempting, so no notice is missed in between. A failed
+                // subscription is not fatal: the fallback retries soon, subscribing again.
+                let listening =
+                    within_wait(NAME, deadline, backend.ensure_subscribed(&keys.channel));
+                if let Err(e) = listening.await {
+                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
+                    fallback = FALLBACK_MIN;
                 }
                 // Consume a wake-up before attempting: the attempt answers it.
                 waiter.pending.store(false, Ordering::Release);
@@ -205,10 +208,6 @@ async fn wait_in_queue(
                         hint = blocked_for;
                         marked |= kind == Kind::Write;
                     }
-                }
-                if !subscribed {
-                    subscribed = true;
-                    continue;
                 }
             }
         }
