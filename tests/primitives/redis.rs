@@ -392,3 +392,24 @@ async fn one_release_admits_every_waiting_reader() {
         g.release().await.unwrap();
     }
 }
+
+/// After a restart that kept nothing, grants wait for `?restart_delay=` (a holder from before
+/// may still be inside its lease): a fresh server looks the same, so read, write and permit
+/// grants all come once it has been up 2 s, and the given-back grants leave nothing held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_wait_for_the_restart_delay() {
+    let server = RedisServer::start();
+    let url = server.url().replace("restart_delay=0", "restart_delay=2s");
+    let locker = connect("private Redis", &url).await;
+    let started = Instant::now();
+    let w = locker.write_lock("k").wait(20 * SECOND).await.unwrap();
+    let waited = started.elapsed();
+    // The server is less than a second old: about 2 s of delay (Redis counts whole seconds).
+    assert!(waited > Duration::from_millis(900), "{waited:?}");
+    assert!(waited < 10 * SECOND, "{waited:?}");
+    w.release().await.unwrap();
+    let r = locker.read_lock("k").wait(Duration::ZERO).await.unwrap();
+    let p = locker.semaphore("k", 1).wait(5 * SECOND).await.unwrap();
+    r.release().await.unwrap();
+    p.release().await.unwrap();
+}
