@@ -3,6 +3,13 @@
 //!
 //! Enabled by the cargo feature `zookeeper` (crate [`zookeeper_client`], async on tokio).
 //!
+//! Read-write locks and semaphores (`src/backend/zookeeper/shared.rs`) are Curator's
+//! `InterProcessReadWriteLock` and a semaphore on the same kind of queue, in directories of
+//! their own beside the mutexes' (`/<root>/%rw-<key>`, `/<root>/%sem-<key>`): readers and
+//! writers are served in arrival order (a reader behind a waiting writer waits, so writers are
+//! not starved), the first `n` nodes of a semaphore's queue hold, and a release wakes only the
+//! waiters it can admit.
+//!
 //! # URL
 //!
 //! ```text
