@@ -304,6 +304,13 @@ const REDIS_ACL: &[&str] = &[
     "+subscribe",
     "+unsubscribe",
     "+select",
+    "+zadd",
+    "+zrem",
+    "+zremrangebyscore",
+    "+zrange",
+    "+zscore",
+    "+zcard",
+    "+pexpireat",
 ];
 
 /// A TLS-only `redis-server` asking clients for a certificate, with `default` off, an `admin`
@@ -351,6 +358,7 @@ async fn redis_over_tls_with_least_privilege() {
     };
     let good = url("dlock", PASSWORD, "127.0.0.1", &c.params());
     exclusive_over("TLS redis-server", &good).await;
+    shared_holds_over("TLS redis-server", &good).await;
     // Waiting goes through the pub/sub connection (same TLS, same user).
     let locker = support::connect("TLS redis-server", &good).await;
     let key = support::unique("wait");
@@ -903,6 +911,7 @@ async fn zookeeper_over_tls_with_digest_acls() {
     };
     let good = url(&format!("dlock:{PASSWORD}@"), "127.0.0.1", &c.params());
     exclusive_over("TLS ZooKeeper", &good).await;
+    shared_holds_over("TLS ZooKeeper", &good).await;
 
     // Another client (TLS, no digest, no certificate) can neither delete a held lock's node
     // nor queue under its key.

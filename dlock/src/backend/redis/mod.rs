@@ -1,6 +1,12 @@
 //! The Redis backend: `SET NX PX` with a fence in one transaction, token-checked release and renewal,
 //! pub/sub wake-ups that wake one local waiter per release.
 //!
+//! Read-write locks and semaphores (`src/backend/redis/shared/`) keep their holders in sorted
+//! sets scored by server-time lease ends under `dlock:rw:{key}` and `dlock:sem:{key}` (the same
+//! hash tag, so Cluster serves a key from one node), with writer preference (a waiting writer's
+//! short-lived mark holds new readers back), the mutex's fence rule and floor, and the same notice
+//! queue: a grant that leaves room passes the wake-up on.
+//!
 //! # Commands and scripts
 //! Every state change is atomic on the server; no step can interleave with another client's in
 //! a way that breaks the lock:
