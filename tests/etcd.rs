@@ -245,3 +245,88 @@ async fn a_paused_server_fires_lost_by_the_lease_deadline() {
     assert!(paused.elapsed() < 5 * SECOND, "{:?}", paused.elapsed());
     assert!(!guard.is_held());
 }
+
+/// A mutex waiter whose wait outlasts its own lease keeps its place: its queued key's lease is
+/// kept alive while it waits (nobody else renews it before the grant), and it gets the lock
+/// when the holder releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_outlasting_its_lease_keeps_its_place() {
+    let key = support::unique("long-wait");
+    let (a, b) = (locker().await, locker().await);
+    let holder = a.lock(key.as_str()).ttl(30 * SECOND).await.unwrap();
+    let held = holder.fence();
+    let waiter = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            let guard = b.lock(key.as_str()).ttl(2 * SECOND).wait(20 * SECOND).await;
+            (guard, Instant::now())
+        })
+    };
+    // Two and a half of the waiter's 2 s leases.
+    tokio::time::sleep(5 * SECOND).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let (guard, granted) = waiter.await.unwrap();
+    let guard = guard.expect("the waiter's key outlived its lease while queued");
+    // Woken by the release's watch event, not by a poll: well under a second here; 5 s
+    // leaves room for a loaded machine.
+    assert!(
+        granted.duration_since(released) < 5 * SECOND,
+        "{:?}",
+        granted.duration_since(released)
+    );
+    assert!(guard.fence() > held);
+    assert!(guard.is_held());
+    guard.release().await.unwrap();
+}
+
+/// A connection that hangs (the network drops every packet: support::FreezingProxy) is found
+/// dead by HTTP/2 pings and replaced: the lock held through it is lost (`lost()` fires by its
+/// lease), and a new acquire through the same Locker succeeds on a new connection, as soon as
+/// etcd has expired the lost lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_connection_is_replaced_and_its_lock_is_lost() {
+    let key = support::unique("frozen");
+    let proxy = support::FreezingProxy::start(2379);
+    let url = format!("etcd://127.0.0.1:{}/dlock-test", proxy.port);
+    let locker = support::connect("etcd (through a proxy)", &url).await;
+    let guard = locker
+        .lock(key.as_str())
+        .ttl(2 * SECOND)
+        .watchdog(true)
+        .await
+        .unwrap();
+    let before = proxy.accepted();
+    for i in 0..before {
+        proxy.freeze(i);
+    }
+    let frozen_at = Instant::now();
+    tokio::time::timeout(15 * SECOND, guard.lost())
+        .await
+        .expect("lost() fires while the connection is frozen");
+    let lost_after = frozen_at.elapsed();
+    // By the 2 s lease's deadline (counted from its last renewal before the freeze).
+    assert!(lost_after < 5 * SECOND, "lost() after {lost_after:?}");
+    assert!(!guard.is_held());
+    let lost_fence = guard.fence();
+    // Its release (tried in the background) goes while the test's runtime runs.
+    drop(guard);
+    let again = locker
+        .lock(key.as_str())
+        .ttl(10 * SECOND)
+        .wait(30 * SECOND)
+        .await
+        .expect("a new acquire after the freeze succeeds on a new connection");
+    let recovered_after = frozen_at.elapsed();
+    eprintln!("lost() {lost_after:?} and a new acquire {recovered_after:?} after the freeze");
+    // With requests in flight, a ping is sent 6 s after the last frame read and the connection
+    // dropped 3 s later without its answer; requests meanwhile time out (5 s) and are tried
+    // again. About 9-10 s then; 20 s for a loaded machine.
+    assert!(
+        recovered_after < 20 * SECOND,
+        "recovered after {recovered_after:?}"
+    );
+    assert!(proxy.accepted() > before, "a new connection was opened");
+    assert!(again.fence() > lost_fence);
+    again.release().await.unwrap();
+}

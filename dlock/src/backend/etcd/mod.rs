@@ -17,11 +17,20 @@
 //!   Then list `<root>/<key>/`: the key with the lowest `create_revision` holds the lock.
 //! - wait: watch the key just ahead (the highest `create_revision` below ours) from the listing's
 //!   revision on, for its deletion; then list again. One release wakes one waiter, FIFO.
+//!   Meanwhile the waiter keeps its key's lease alive (a keep-alive every third of its length,
+//!   shared with the read-write and semaphore waits), since a wait may outlast the lease.
 //! - release: delete our key and revoke its lease (which would delete it too).
 //! - lease: the watchdog's renewal is a keep-alive of the lease (`TTL 0` back: the lease expired
 //!   or was revoked, the lock is lost), then a check that the key is still there (it may have
 //!   been deleted by a force-release or by hand); an `extend` to another length moves the key to a new lease (an update of
 //!   the key, so its `create_revision`, the fence, stays).
+//!
+//! # Connection
+//! HTTP/2 pings (while a request or watch is open) find a connection that hangs dead within
+//! 9 s (a ping 6 s after the last frame read, unanswered for 3 s), and the client opens a new
+//! one for the next request. Requests on it meanwhile time out after 5 s and are tried again
+//! (until the caller's deadline, 5 s without one) by the operations for which a second try is
+//! safe (all but `force_release`).
 //!
 //! # Fence
 //! The key's `create_revision`: etcd's revision grows with every write to the cluster and never
@@ -70,12 +79,27 @@ use crate::backend::tls::TlsParams;
 use crate::backend::url_params::{mask_password, percent_decode};
 use crate::{Error, Result};
 
+mod hold;
 mod inspect;
+mod retry;
+
+use retry::{AfterTimeout, UNREACHABLE_RETRY_FOR};
 mod shared;
 
 const NAME: &str = "etcd";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings this long after the last frame read while a request or watch is open, so a
+/// connection that hangs (a network that silently drops it) is found dead and replaced by a
+/// new one: without them the client keeps sending into it, and every request times out. Not
+/// more often than etcd's `--grpc-keepalive-min-time` (default 5 s): it counts closer pings as
+/// abuse and closes the connection (`too_many_pings`). Not while idle either (etcd's own
+/// client's default too): etcd allows no pings without an open stream, and closes an idle
+/// client's connection after a few (seen here: an idle Locker's connection replaced within a
+/// minute); a hung idle connection is found by the next request's ping instead.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(6);
+/// A ping unanswered this long closes the connection.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn backend_err(e: impl Into<crate::BoxError>) -> Error {
     Error::backend(NAME, e)
@@ -251,7 +275,9 @@ impl EtcdBackend {
         };
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT);
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(false);
         if let Some((name, password)) = &user {
             options = options.with_user(name.clone(), password.clone());
         }
@@ -452,12 +478,12 @@ impl EtcdBackend {
     ) -> Result<Option<Grant>> {
         let prefix = self.prefix(key);
         let path = Self::lock_path(&prefix, token);
-        let created_at = Instant::now();
+        // When the lease was last renewed (sent): its grant at first, then each keep-alive
+        // while queued.
+        let mut lease_from = Instant::now();
         let (held, mine) = within_wait(NAME, deadline, self.create(&path, ttl, token)).await?;
         let mut client = self.client.clone();
-        let mut first = true;
         loop {
-            let checked_at = Instant::now();
             let listing = within_wait(NAME, deadline, async {
                 client
                     .get(
@@ -483,10 +509,8 @@ impl EtcdBackend {
                 ));
             }
             let Some(ahead) = ahead else {
-                let sent_at = if first { created_at } else { checked_at };
-                return Ok(Some(Grant::new(u64::try_from(mine).ok(), sent_at)));
+                return Ok(Some(Grant::new(u64::try_from(mine).ok(), lease_from)));
             };
-            first = false;
             if remaining(deadline).is_some_and(|l| l.is_zero()) {
                 self.held().remove(token);
                 self.remove(&held).await?;
@@ -529,6 +553,8 @@ impl EtcdBackend {
             tokio::select! {
                 _ = gone => {}
                 _ = until => {}
+                // Returns when the lease is gone: the next listing finds our key gone.
+                _ = self.keep_queued(&held, &mut lease_from) => {}
             }
             let _ = watcher.cancel().await;
         }
@@ -551,13 +577,15 @@ impl Backend for EtcdBackend {
         let until = deadline.unwrap_or_else(|| Instant::now() + UNREACHABLE_RETRY_FOR);
         if kind != Kind::Exclusive {
             // Read, write and permit holds: see the `shared` module.
-            return Box::pin(self.retrying(until, move || {
+            return Box::pin(self.retrying(until, AfterTimeout::Retry, move || {
                 self.acquire_shared(key, kind, token, ttl, deadline)
             }));
         }
         // Again after an expired token or an election: the key made by an earlier try, if
         // any, is found and kept (its path holds this token).
-        Box::pin(self.retrying(until, move || self.acquire_inner(key, token, ttl, deadline)))
+        Box::pin(self.retrying(until, AfterTimeout::Retry, move || {
+            self.acquire_inner(key, token, ttl, deadline)
+        }))
     }
 
     fn release<'a>(
@@ -567,10 +595,13 @@ impl Backend for EtcdBackend {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
-        if kind != Kind::Exclusive {
-            return Box::pin(self.retrying(until, move || self.release_shared(key, kind, token)));
-        }
-        Box::pin(self.retrying(until, move || self.release_inner(key, token)))
+        Box::pin(async move {
+            let path = self.hold_path(key, kind, token);
+            self.retrying(until, AfterTimeout::Retry, || {
+                self.release_inner(&path, token)
+            })
+            .await
+        })
     }
 
     fn extend<'a>(
@@ -581,192 +612,36 @@ impl Backend for EtcdBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
-        if kind != Kind::Exclusive {
-            return Box::pin(
-                self.retrying(until, move || self.extend_shared(key, kind, token, ttl)),
-            );
-        }
-        Box::pin(self.retrying(until, move || self.extend_inner(key, token, ttl)))
+        Box::pin(async move {
+            let path = self.hold_path(key, kind, token);
+            self.retrying(until, AfterTimeout::Retry, || {
+                self.extend_inner(&path, token, ttl)
+            })
+            .await
+        })
     }
 
     /// The lowest `create_revision` under the lock's prefix: owner from its value, that
     /// revision as fence, time left on its lease. See "Inspection" in the module docs.
     fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
-        Box::pin(self.retrying(until, move || self.inspect_inner(key)))
+        Box::pin(self.retrying(until, AfterTimeout::Retry, move || self.inspect_inner(key)))
     }
 
     /// One key range read (in pages) and one lease lookup per holder. See "Inspection" in
     /// the module docs.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
-        Box::pin(self.retrying(until, move || self.list_inner(prefix)))
+        Box::pin(self.retrying(until, AfterTimeout::Retry, move || self.list_inner(prefix)))
     }
 
     /// Deletes the holder's key (its waiter's watch fires) and revokes its lease. See
     /// "Inspection" in the module docs.
     fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         let until = Instant::now() + UNREACHABLE_RETRY_FOR;
-        Box::pin(self.retrying(until, move || self.force_release_inner(key)))
-    }
-}
-
-/// How long a request is tried again while the cluster cannot answer it (a member died, an
-/// election is on) when the caller gave no deadline: a few elections' worth.
-const UNREACHABLE_RETRY_FOR: Duration = Duration::from_secs(5);
-/// The pause between such tries.
-const UNREACHABLE_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
-/// Whether `e` says the cluster could not answer now (the endpoint is gone, no leader, an
-/// election timed the request out), so the same request may well succeed a moment later.
-fn unreachable_now(e: &Error) -> bool {
-    let Error::Backend { source, .. } = e else {
-        return false;
-    };
-    match source.downcast_ref::<etcd_client::Error>() {
-        Some(etcd_client::Error::TransportError(_)) => true,
-        Some(etcd_client::Error::GRpcStatus(status)) => {
-            let code = format!("{:?}", status.code());
-            let message = status.message();
-            matches!(
-                code.as_str(),
-                "Unavailable" | "Unknown" | "DeadlineExceeded"
-            ) || message.contains("leader")
-                || message.contains("request timed out")
-        }
-        _ => false,
-    }
-}
-
-impl EtcdBackend {
-    /// `op`, logged in; again (logged in anew) after an expired auth token, and again every
-    /// 100 ms until `until` while the cluster cannot answer.
-    async fn retrying<T, F, Fut>(&self, until: Instant, op: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        self.logged_in().await?;
-        let mut relogged = false;
-        loop {
-            match op().await {
-                Err(_) if self.token_expired() && !relogged => {
-                    relogged = true;
-                    self.logged_in().await?;
-                }
-                Err(e)
-                    if unreachable_now(&e) && Instant::now() + UNREACHABLE_RETRY_PAUSE < until =>
-                {
-                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "etcd cannot answer now; trying again");
-                    tokio::time::sleep(UNREACHABLE_RETRY_PAUSE).await;
-                }
-                done => return done,
-            }
-        }
-    }
-}
-
-impl EtcdBackend {
-    async fn release_inner(&self, key: &str, token: &str) -> Result<bool> {
-        let path = Self::lock_path(&self.prefix(key), token);
-        let known = self.held().remove(token);
-        match known {
-            Some(held) => self.remove(&held).await,
-            None => {
-                // Not known here (an acquire cancelled mid-way): delete by name.
-                let mut client = self.client.clone();
-                let deleted = client.delete(path, None).await.map_err(|e| self.err(e))?;
-                Ok(deleted.deleted() > 0)
-            }
-        }
-    }
-
-    async fn extend_inner(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
-        let mut client = self.client.clone();
-        let known = self.held().get(token).cloned();
-        let held = match known {
-            Some(held) => held,
-            // Not known here (this Locker reconnected since the acquire): the key and its
-            // lease are on the server; find them.
-            None => {
-                let path = Self::lock_path(&self.prefix(key), token);
-                let found = client
-                    .get(path.clone(), None)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                let Some(kv) = found.kvs().first() else {
-                    return Ok(false);
-                };
-                let lease = kv.lease();
-                let granted = client
-                    .lease_time_to_live(lease, None)
-                    .await
-                    .map_err(|e| self.err(e))?
-                    .granted_ttl();
-                let held = Held {
-                    path,
-                    lease,
-                    ttl_s: granted,
-                };
-                self.held().insert(token.to_owned(), held.clone());
-                held
-            }
-        };
-        if lease_secs(ttl) <= held.ttl_s {
-            // Renew to the granted length (never longer than the client records: the
-            // lease task records `ttl`, at most the granted length).
-            // Opening the keep-alive stream sends one keep-alive and reads its answer: that is
-            // the renewal. The client reports an answer of `TTL 0` (the lease expired, or was
-            // revoked by a force-release) as this error: the lock is lost, not unreachable.
-            match client.lease_keep_alive(held.lease).await {
-                Ok(_) => {}
-                Err(etcd_client::Error::LeaseKeepAliveError(why))
-                    if why.contains("lease not found") =>
-                {
-                    return Ok(false)
-                }
-                Err(e) => return Err(self.err(e)),
-            }
-            // The lease lives; the key must too (it may have been deleted by hand).
-            let there = client
-                .get(held.path.clone(), Some(GetOptions::new().with_count_only()))
-                .await
-                .map_err(|e| self.err(e))?;
-            return Ok(there.count() > 0);
-        }
-        // Longer than the lease: move the key to a new lease of that length (an update:
-        // its create revision, the fence, stays), if it is still ours.
-        let lease = client
-            .lease_grant(lease_secs(ttl), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        let txn = Txn::new()
-            .when([Compare::lease(
-                held.path.clone(),
-                CompareOp::Equal,
-                held.lease,
-            )])
-            .and_then([TxnOp::put(
-                held.path.clone(),
-                Vec::new(),
-                // The value (the owner) stays.
-                Some(PutOptions::new().with_lease(lease.id()).with_ignore_value()),
-            )]);
-        let moved = client.txn(txn).await.map_err(|e| self.err(e))?.succeeded();
-        if !moved {
-            let _ = client.lease_revoke(lease.id()).await;
-            return Ok(false);
-        }
-        let _ = client.lease_revoke(held.lease).await;
-        self.held().insert(
-            token.to_owned(),
-            Held {
-                lease: lease.id(),
-                ttl_s: lease.ttl(),
-                ..held
-            },
-        );
-        Ok(true)
+        Box::pin(self.retrying(until, AfterTimeout::Fail, move || {
+            self.force_release_inner(key)
+        }))
     }
 }
 

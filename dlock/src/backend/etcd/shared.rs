@@ -62,8 +62,6 @@ use crate::Result;
 /// How often a semaphore's creation is tried again when the key of another count that made
 /// it fail was gone before it could be read.
 const CREATE_TRIES: usize = 5;
-/// The shortest pause between keep-alives of a waiting key's lease.
-const MIN_RENEW: Duration = Duration::from_millis(500);
 
 /// What a waiter waits for.
 enum Watch {
@@ -121,13 +119,14 @@ impl EtcdBackend {
         format!("{}/%sem/{}/", self.root, encode_key(key))
     }
 
-    /// The etcd key of `token`'s hold of `kind` (not [`Kind::Exclusive`]).
-    fn shared_path(&self, key: &str, kind: Kind, token: &str) -> Vec<u8> {
+    /// The etcd key of `token`'s hold of `kind` (a mutex's too).
+    pub(super) fn hold_path(&self, key: &str, kind: Kind, token: &str) -> Vec<u8> {
         let id = token_parts(token).0;
         match kind {
+            Kind::Exclusive => return Self::lock_path(&self.prefix(key), token),
             Kind::Read => format!("{}q/r/{id}", self.rw_prefix(key)),
             Kind::Permit(n) => format!("{}{n}/{id}", self.semaphore_prefix(key)),
-            _ => format!("{}q/w/{id}", self.rw_prefix(key)),
+            Kind::Write => format!("{}q/w/{id}", self.rw_prefix(key)),
         }
         .into_bytes()
     }
@@ -350,22 +349,11 @@ impl EtcdBackend {
                 None => std::future::pending().await,
             }
         };
-        let every = Duration::from_secs(u64::try_from(held.ttl_s).unwrap_or(1)) / 3;
-        let renew = async {
-            let mut client = self.client.clone();
-            loop {
-                tokio::time::sleep(every.max(MIN_RENEW)).await;
-                let sent = Instant::now();
-                // A failure shows at the next look (the key gone) or the next renewal.
-                if client.lease_keep_alive(held.lease).await.is_ok() {
-                    *lease_from = sent;
-                }
-            }
-        };
         tokio::select! {
             _ = changed => {}
             _ = until => {}
-            _ = renew => {}
+            // Returns when the lease is gone: the next look finds our key gone.
+            _ = self.keep_queued(held, lease_from) => {}
         }
         let _ = watcher.cancel().await;
         Ok(())
@@ -380,7 +368,7 @@ impl EtcdBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>> {
-        let path = self.shared_path(key, kind, token);
+        let path = self.hold_path(key, kind, token);
         let mut lease_from = Instant::now();
         let created = within_wait(NAME, deadline, async {
             match kind {
@@ -411,64 +399,6 @@ impl EtcdBackend {
             self.wait_turn(watch, at, &held, mine, deadline, &mut lease_from)
                 .await?;
         }
-    }
-
-    /// [`Backend::release`](super::Backend::release) of a read, write or permit hold.
-    pub(super) async fn release_shared(&self, key: &str, kind: Kind, token: &str) -> Result<bool> {
-        let path = self.shared_path(key, kind, token);
-        let known = {
-            let mut held = self.held();
-            match held.get(token) {
-                Some(h) if h.path == path => held.remove(token),
-                _ => None,
-            }
-        };
-        match known {
-            Some(held) => self.remove(&held).await,
-            None => {
-                // Not known here (an acquire cancelled mid-way): delete by name.
-                let mut client = self.client.clone();
-                let deleted = client.delete(path, None).await.map_err(|e| self.err(e))?;
-                Ok(deleted.deleted() > 0)
-            }
-        }
-    }
-
-    /// [`Backend::extend`](super::Backend::extend) of a read, write or permit hold: the
-    /// mutex's renewal once the key is known here.
-    pub(super) async fn extend_shared(
-        &self,
-        key: &str,
-        kind: Kind,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<bool> {
-        let path = self.shared_path(key, kind, token);
-        let known = self.held().get(token).is_some_and(|h| h.path == path);
-        if !known {
-            // Not known here: find the key and its lease on the server.
-            let mut client = self.client.clone();
-            let found = client
-                .get(path.clone(), None)
-                .await
-                .map_err(|e| self.err(e))?;
-            let Some(kv) = found.kvs().first() else {
-                return Ok(false);
-            };
-            let lease = kv.lease();
-            let granted = client
-                .lease_time_to_live(lease, None)
-                .await
-                .map_err(|e| self.err(e))?
-                .granted_ttl();
-            let held = Held {
-                path,
-                lease,
-                ttl_s: granted,
-            };
-            self.held().insert(token.to_owned(), held);
-        }
-        self.extend_inner(key, token, ttl).await
     }
 }
 
