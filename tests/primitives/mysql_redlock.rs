@@ -1,42 +1,120 @@
-//! MySQL/MariaDB and Redlock: no read-write locks or semaphores (each answers
-//! `Error::Unsupported` naming the backends that have them), but leader election, a mutex, works.
+//! MySQL/MariaDB: read-write locks, semaphores and elections against the server of
+//! `support::mysql_url()` (`scripts/services.sh up`), plus the corners of the design (see
+//! `dlock/src/backend/mysql/shared.rs`): a writer that gives up or is dropped stops holding
+//! readers back at once, a writer that vanished while waiting holds them back for its waiting
+//! lease only, fences strictly increase, renewals keep every kind, a missing holds table is named
+//! with the statement to run, and a user granted only the four statements on both tables needs
+//! no `CREATE`.
 //!
-//! Why not: MySQL's lock table has one row per key, so shared holds would need a second table and
-//! a server-side queue it does not have (its fair waiting borrows `GET_LOCK`, which is exclusive);
-//! Redlock's quorum cannot count holders safely (a permit counted on a majority of nodes can be
-//! counted again after a node restarts empty), so a semaphore there would over-admit.
+//! Redlock: no read-write locks or semaphores (it answers `Error::Unsupported` naming the
+//! backends that have them): its quorum cannot count holders safely (a permit counted on a
+//! majority of nodes can be counted again after a node restarts empty), so a semaphore there
+//! would over-admit. Leader election, a mutex, works.
+//!
+//! Bounds are generous: the suite runs on 2-core machines beside other test binaries.
 
-use std::time::Duration;
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
 
-use dlock::Locker;
+use dlock::{Error, Locker};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::AssertSqlSafe;
 
 use crate::scenarios;
-use crate::support::{connect, mysql_url, unique, RedisServer};
+use crate::support::{connect, mysql_url, unique, FreezingProxy, RedisServer};
 
+const SERVER: &str = "MariaDB/MySQL";
+/// The holds table of the default lock table.
+const HOLDS: &str = "distributed_lock_holds";
+
+async fn mysql_locker() -> Locker {
+    connect(SERVER, &mysql_url()).await
+}
+
+/// `n` Lockers, each its own `connect` (its own pool) and owner.
 async fn mysql_lockers(n: usize) -> Vec<Locker> {
     let mut lockers = Vec::new();
     for i in 0..n {
-        lockers.push(
-            connect("MariaDB", &mysql_url())
-                .await
-                .with_owner(format!("mysql-{i}")),
-        );
+        lockers.push(mysql_locker().await.with_owner(format!("mysql-{i}")));
     }
     lockers
 }
 
-fn redlock_url(servers: &[RedisServer]) -> String {
-    let hosts: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port))
-        .collect();
-    format!("redlock://{}", hosts.join(","))
+/// A direct pool on the test database, to look at the holds table behind dlock's back.
+async fn db() -> MySqlPool {
+    let url = mysql_url();
+    MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{SERVER} is not reachable at {url}: {e}"))
+}
+
+/// Rows of `key` in the holds table, by kind (0 gate, 1 read, 2 write, 3 waiting, 4 permit).
+async fn kinds(db: &MySqlPool, key: &str) -> Vec<i8> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT kind FROM {HOLDS} WHERE lock_name = ? ORDER BY kind"
+    )))
+    .bind(key)
+    .fetch_all(db)
+    .await
+    .expect("read the holds table")
+}
+
+/// The test URL with its `host:port` replaced by `127.0.0.1:port` (and `user[:password]@`
+/// replaced when `user` is given), and the server's port.
+fn through(port: u16, user: Option<&str>) -> (String, u16) {
+    let url = mysql_url();
+    let (scheme, rest) = url.split_once("://").expect("mysql URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (login, host) = match authority.rsplit_once('@') {
+        Some((login, host)) => (format!("{login}@"), host),
+        None => (String::new(), authority),
+    };
+    let login = user.map_or(login, |u| format!("{u}@"));
+    let server_port = host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(3306);
+    let port = if port == 0 { server_port } else { port };
+    (
+        format!("{scheme}://{login}127.0.0.1:{port}{path}"),
+        server_port,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_readers_overlap_and_writers_exclude() {
+    scenarios::readers_overlap_and_writers_exclude(&mysql_lockers(4).await, &unique("my-rw")).await;
 }
 
 #[tokio::test]
-async fn mysql_has_no_read_write_locks_or_semaphores() {
-    let locker = connect("MariaDB", &mysql_url()).await;
-    scenarios::unsupported_kinds_say_where_to_go(&locker, &unique("mysql-unsupported")).await;
+async fn mysql_a_reader_sees_the_last_write_fence() {
+    scenarios::a_reader_sees_the_last_write_fence(&mysql_locker().await, &unique("my-rwf")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_waiting_writer_is_not_starved_by_new_readers() {
+    scenarios::a_waiting_writer_is_not_starved_by_new_readers(
+        &mysql_lockers(3).await,
+        &unique("my-starve"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_semaphore_of_3_admits_3() {
+    scenarios::a_semaphore_of_3_admits_3(&mysql_lockers(4).await, &unique("my-sem")).await;
+}
+
+#[tokio::test]
+async fn mysql_a_permit_count_mismatch_is_an_error() {
+    scenarios::a_permit_count_mismatch_is_an_error(&mysql_locker().await, &unique("my-semx")).await;
+}
+
+#[tokio::test]
+async fn mysql_kinds_have_their_own_key_spaces() {
+    scenarios::kinds_have_their_own_key_spaces(&mysql_locker().await, &unique("my-spaces")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,6 +122,50 @@ async fn mysql_elects_one_leader_at_a_time() {
     scenarios::five_candidates_one_leader_at_a_time(
         &mysql_lockers(5).await,
         &unique("mysql-elect"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_lead_cancels_the_work_when_leadership_is_lost() {
+    // The leader talks to the server through a proxy whose connections are then frozen, as a
+    // silent network failure leaves them: renewals stall, the 3 s lease runs out.
+    let proxy = FreezingProxy::start(through(0, None).1);
+    let (url, _) = through(proxy.port, None);
+    let locker = connect("MariaDB/MySQL (through a proxy)", &url).await;
+    let name = unique("my-lead");
+    let frozen_at = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let frozen_at2 = frozen_at.clone();
+    let lose = async move {
+        for i in 0..proxy.accepted() {
+            proxy.freeze(i);
+        }
+        *frozen_at2.lock().unwrap() = Some(Instant::now());
+        // Later connections (opened to campaign again) pass.
+        std::mem::forget(proxy);
+    };
+    let campaign = locker
+        .campaign(&name)
+        .ttl(Duration::from_secs(3))
+        .watchdog(true);
+    scenarios::lead_cancels_the_work_when_leadership_is_lost(campaign, lose).await;
+    let frozen_at = frozen_at.lock().unwrap().expect("frozen");
+    eprintln!(
+        "lost and re-elected {:?} after the connections froze (lease 3 s)",
+        frozen_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_killed_permit_holder_frees_only_its_permit() {
+    // The lease runs out on the server (2 s); the waiter re-checks at the holders' earliest
+    // expiry (and at most every 250 ms). 15 s allows a loaded machine.
+    scenarios::a_killed_permit_holder_frees_only_its_permit(
+        &mysql_locker().await,
+        &mysql_url(),
+        &unique("my-semkill"),
+        Duration::from_secs(2),
+        Duration::from_secs(15),
     )
     .await;
 }
@@ -62,6 +184,282 @@ async fn mysql_replaces_a_killed_leader() {
         Duration::from_secs(15),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
+    let (a, b, c) = (
+        mysql_locker().await,
+        mysql_locker().await,
+        mysql_locker().await,
+    );
+    let db = db().await;
+    let key = unique("my-giveup");
+    let held = a.read_lock(key.as_str()).await.expect("read");
+
+    // A writer that gives up at its deadline takes its waiting row with it.
+    let gave_up = b
+        .write_lock(key.as_str())
+        .wait(Duration::from_millis(500))
+        .await;
+    assert!(matches!(gave_up, Err(Error::Busy { .. })), "{gave_up:?}");
+    assert_eq!(kinds(&db, &key).await, vec![0, 1], "gate and the reader");
+    let reader = b.read_lock(key.as_str()).wait(Duration::ZERO).await;
+    let reader = reader.expect("no writer waits: a new reader goes at once");
+    reader.release().await.expect("release");
+
+    // A waiting writer holds new readers back (writer preference) ...
+    let writer = tokio::spawn(
+        b.write_lock(key.as_str())
+            .wait(Duration::from_secs(60))
+            .into_future(),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !kinds(&db, &key).await.contains(&3) {
+        assert!(
+            Instant::now() < until,
+            "the writer never registered as waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held_back = c.read_lock(key.as_str()).wait(Duration::ZERO).await;
+    assert!(
+        matches!(held_back, Err(Error::Busy { .. })),
+        "{held_back:?}"
+    );
+    // ... until its acquire is dropped: the locker releases its token, which deletes the row.
+    writer.abort();
+    let dropped = Instant::now();
+    let reader = c
+        .read_lock(key.as_str())
+        .wait(Duration::from_secs(10))
+        .await
+        .expect("readers go once the writer is gone");
+    // Well under the 3 s waiting lease: the row went with the release, not by expiring.
+    let took = dropped.elapsed();
+    eprintln!("a reader got in {took:?} after the waiting writer was dropped");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    reader.release().await.expect("release");
+    held.release().await.expect("release");
+
+    // A write leaves only the gate (with its fence, for later readers).
+    let w = a.write_lock(key.as_str()).await.expect("write");
+    w.release().await.expect("release");
+    assert_eq!(kinds(&db, &key).await, vec![0], "only the gate is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only() {
+    // A writer process that died while waiting leaves its row, with the 3 s waiting lease it
+    // had (written here as the acquire writes it).
+    let db = db().await;
+    let key = unique("my-ghost");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {HOLDS} (space, lock_name, secret_key, kind, expire_at) \
+         VALUES (1, ?, 'ghost', 3, UTC_TIMESTAMP(6) + INTERVAL 3 SECOND)"
+    )))
+    .bind(&key)
+    .execute(&db)
+    .await
+    .expect("insert a waiting writer's row");
+    let asked = Instant::now();
+    let reader = mysql_locker()
+        .await
+        .read_lock(key.as_str())
+        .wait(Duration::from_secs(20))
+        .await
+        .expect("the reader goes once the row expires");
+    let waited = asked.elapsed();
+    eprintln!("a reader waited {waited:?} behind a vanished writer's row (waiting lease 3 s)");
+    // Held back by the row, then let in at its expiry (no release comes).
+    assert!(waited > Duration::from_millis(2500), "{waited:?}");
+    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    reader.release().await.expect("release");
+    assert_eq!(
+        kinds(&db, &key).await,
+        vec![0],
+        "the expired row was deleted"
+    );
+}
+
+#[tokio::test]
+async fn mysql_permit_and_write_fences_strictly_increase() {
+    let locker = mysql_locker().await;
+    let key = unique("my-fences");
+    let mut last = 0;
+    for _ in 0..3 {
+        for request in [
+            locker.semaphore(key.as_str(), 2),
+            locker.write_lock(key.as_str()),
+        ] {
+            let g = request.await.expect("hold");
+            let fence = g.fence().expect("a fence");
+            assert!(fence > last, "{fence} after {last}");
+            last = fence;
+            g.release().await.expect("release");
+        }
+    }
+    // A read holds no fence of its own: it carries the last write's.
+    let r = locker.read_lock(key.as_str()).await.expect("read");
+    assert_eq!(r.fence(), Some(last));
+    r.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_watchdog_renewals_keep_read_write_and_permit_holds() {
+    // Leases of 1 s renewed every 1/3 s, held for 3 s: each renewal goes through `extend` of its
+    // kind; another Locker finds every hold still there at the end.
+    let (a, b) = (mysql_locker().await, mysql_locker().await);
+    let key = unique("my-renew");
+    let ttl = Duration::from_secs(1);
+    let read = a
+        .read_lock(key.as_str())
+        .ttl(ttl)
+        .watchdog(true)
+        .await
+        .expect("read");
+    let permit = a
+        .semaphore(key.as_str(), 1)
+        .ttl(ttl)
+        .watchdog(true)
+        .await
+        .expect("permit");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(read.is_held() && permit.is_held(), "a renewal failed");
+    let write = b.write_lock(key.as_str()).wait(Duration::ZERO).await;
+    assert!(matches!(write, Err(Error::Busy { .. })), "{write:?}");
+    let second = b.semaphore(key.as_str(), 1).wait(Duration::ZERO).await;
+    assert!(matches!(second, Err(Error::Busy { .. })), "{second:?}");
+    read.release().await.expect("release");
+    let write = b
+        .write_lock(key.as_str())
+        .ttl(ttl)
+        .watchdog(true)
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(write.is_held(), "a write renewal failed");
+    let r = a.read_lock(key.as_str()).wait(Duration::ZERO).await;
+    assert!(matches!(r, Err(Error::Busy { .. })), "{r:?}");
+    write.release().await.expect("release");
+    permit.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_release_wakes_local_waiters_at_once() {
+    // Same Locker: a release wakes its waiters of the key, which decide again at once instead of
+    // at their next poll. A writer waits behind a reader long enough for its pauses to reach
+    // their cap (jittered 125-250 ms); then the reader releases. Polling alone would let the
+    // writer in after the rest of its current pause, spread over 0-250 ms (under 30 ms about one
+    // time in six); a wake-up lets it in after one decision's commit (a few ms). Seven rounds,
+    // and the median must be under 30 ms: one slow commit on a loaded machine cannot fail the
+    // test, and polling alone passes it about one time in seventy.
+    let locker = mysql_locker().await;
+    let key = unique("my-wake");
+    let mut took = Vec::new();
+    for _ in 0..7 {
+        let r = locker.read_lock(key.as_str()).await.expect("read");
+        let writer = tokio::spawn(
+            locker
+                .write_lock(key.as_str())
+                .wait(Duration::from_secs(30))
+                .into_future(),
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        r.release().await.expect("release");
+        let released = Instant::now();
+        let w = writer.await.expect("task").expect("write");
+        took.push(released.elapsed());
+        w.release().await.expect("release");
+    }
+    took.sort();
+    eprintln!("local writers got the key after the reader's release in {took:?}");
+    assert!(took[3] < Duration::from_millis(30), "{took:?}");
+}
+
+#[tokio::test]
+async fn mysql_a_missing_holds_table_is_named_with_the_statement_to_run() {
+    // A lock table of its own, whose holds table an administrator dropped (or never created).
+    let table = format!("dlock_missing_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}?table={table}", mysql_url());
+    let locker = connect(SERVER, &url).await;
+    let db = db().await;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {table}_holds")))
+        .execute(&db)
+        .await
+        .expect("drop the holds table");
+    let outcome = locker.read_lock("k").wait(Duration::from_secs(2)).await;
+    // Mutexes go on working.
+    let m = locker.lock("k").await.expect("mutex");
+    m.release().await.expect("release");
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&db)
+        .await
+        .expect("drop the test table");
+    match outcome {
+        Err(e @ Error::Backend { .. }) => assert!(
+            e.to_string()
+                .contains(&format!("CREATE TABLE IF NOT EXISTS `{table}_holds`")),
+            "{e}"
+        ),
+        other => panic!("expected a backend error naming the table, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_least_privilege_needs_no_create_for_the_holds_table() {
+    // An administrator made both tables (dlock connected once as root) and granted a user the
+    // four statements on each, nothing else: that user connects (no CREATE sent) and holds
+    // reads, writes and permits. The accounts are for 127.0.0.1 and localhost (MariaDB matches
+    // the more specific host first).
+    let table = format!("dlock_lp_{}", uuid::Uuid::new_v4().simple());
+    let user = format!("dl{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    drop(connect(SERVER, &format!("{}?table={table}", mysql_url())).await);
+    let db = db().await;
+    let mut setup = String::new();
+    for host in ["127.0.0.1", "localhost", "%"] {
+        setup.push_str(&format!(
+            "CREATE USER '{user}'@'{host}' IDENTIFIED BY 'pw'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON test.{table} TO '{user}'@'{host}'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON test.{table}_holds TO '{user}'@'{host}'; "
+        ));
+    }
+    sqlx::raw_sql(AssertSqlSafe(setup))
+        .execute(&db)
+        .await
+        .expect("create the user");
+    let (base, _) = through(0, Some(&format!("{user}:pw")));
+    let url = format!("{base}?table={table}");
+    let outcome: dlock::Result<()> = async {
+        let locker = connect("MariaDB/MySQL (least privilege)", &url).await;
+        let w = locker.write_lock("k").await?;
+        let fence = w.fence();
+        w.release().await?;
+        let r = locker.read_lock("k").await?;
+        assert_eq!(r.fence(), fence, "the reader sees the write's fence");
+        r.release().await?;
+        let p = locker.semaphore("k", 2).await?;
+        p.release().await?;
+        Ok(())
+    }
+    .await;
+    let mut cleanup = format!("DROP TABLE {table}, {table}_holds; ");
+    for host in ["127.0.0.1", "localhost", "%"] {
+        cleanup.push_str(&format!("DROP USER '{user}'@'{host}'; "));
+    }
+    sqlx::raw_sql(AssertSqlSafe(cleanup))
+        .execute(&db)
+        .await
+        .expect("clean up");
+    outcome.expect("read-write locks and semaphores with the four statements only");
+}
+
+fn redlock_url(servers: &[RedisServer]) -> String {
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    format!("redlock://{}", hosts.join(","))
 }
 
 #[tokio::test]

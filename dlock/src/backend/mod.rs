@@ -132,7 +132,8 @@ pub fn permit_mismatch(asked: u32, held: Option<u32>) -> crate::Error {
 }
 
 /// The backends that offer read-write locks and semaphores (for [`Kind::unsupported`]).
-pub const READ_WRITE_AND_SEMAPHORE_BACKENDS: &str = "memory, redis, postgres, zookeeper, etcd";
+pub const READ_WRITE_AND_SEMAPHORE_BACKENDS: &str =
+    "memory, redis, postgres, mysql, zookeeper, etcd";
 
 /// The key spaces of [`Kind`]s: a backend keeps each apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

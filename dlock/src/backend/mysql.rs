@@ -175,6 +175,12 @@
 //! `DELETE` on the same key can meet, roll back only the statement (or the hand-off, which then
 //! becomes a plain release); they are retried, never surfaced.
 //!
+//! # Read-write locks and semaphores
+//! A second table, `<table>_holds`, with a row per hold (and per waiting writer) and a gate row
+//! per key; each grant is decided in a transaction that locks the gate first (writer
+//! preference, permit counts checked, fences from the table's `AUTO_INCREMENT`); waiters poll
+//! the decision, and a release wakes the same Locker's waiters at once: see `shared.rs`.
+//!
 //! # Connections
 //!
 //! A sqlx pool of up to 16 connections, opened lazily, with no test query before each checkout
@@ -206,6 +212,7 @@ use crate::{Error, Result, MAX_OWNER_LEN};
 
 mod inspect;
 mod schema;
+mod shared;
 mod waiting;
 
 const NAME: &str = "mysql";
@@ -244,6 +251,8 @@ pub struct MysqlBackend {
     sql: Arc<Statements>,
     /// Local waiter queues, hand-offs and the cross-Locker turn (see "Waiting").
     waiting: Arc<waiting::Waiting>,
+    /// Read-write locks and semaphores: the holds table's statements, local waiters.
+    shared: Arc<shared::Shared>,
 }
 
 /// The statements, with the quoted table name in them (built once at connect).
@@ -517,6 +526,7 @@ impl MysqlBackend {
         ));
         Ok(MysqlBackend {
             pool,
+            shared: Arc::new(shared::Shared::new(&table)),
             table,
             sql,
             waiting,
@@ -681,7 +691,7 @@ impl Backend for MysqlBackend {
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async move { Err(kind.unsupported(self.name())) });
+            return Box::pin(self.acquire_shared(key, kind, token, ttl, deadline));
         }
         Box::pin(self.acquire_inner(key, token, ttl, deadline))
     }
@@ -693,7 +703,7 @@ impl Backend for MysqlBackend {
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(self.release_shared(key, kind, token));
         }
         Box::pin(self.release_inner(key, token))
     }
@@ -706,7 +716,7 @@ impl Backend for MysqlBackend {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
         if kind != Kind::Exclusive {
-            return Box::pin(async { Ok(false) });
+            return Box::pin(self.extend_shared(key, kind, token, ttl));
         }
         Box::pin(async move {
             let name = lock_name(key);

@@ -1,9 +1,12 @@
 //! The lock table: created when missing, checked when present, and given the inspection columns
-//! (`owner`, `lock_key`) when it was made by an older dlock (see the module docs, "The table").
+//! (`owner`, `lock_key`) when it was made by an older dlock (see the module docs, "The table");
+//! and the holds table of read-write locks and semaphores, created when missing (see
+//! [`shared`](super::shared)).
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::AssertSqlSafe;
 
+use super::shared::{holds_table, HOLDS_COLUMNS};
 use super::{backend_err, quote, MAX_PLAIN_LEN, SESSION_LOCK_WAITS};
 use crate::Result;
 
@@ -20,7 +23,44 @@ type Column = (String, String, i64, i64, String, String, String);
 
 /// Creates the lock table when missing; checks an existing one has what dlock needs, and adds
 /// the inspection columns a table of an older dlock lacks (or says which `ALTER TABLE` to run).
+/// Then creates the holds table when missing (see [`ensure_holds`]).
 pub(super) async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
+    ensure_lock_table(conn, table).await?;
+    ensure_holds(conn, table).await
+}
+
+/// Creates the holds table of read-write locks and semaphores when the user sees none. A user
+/// granted only the four statements on both tables sees both (`information_schema` shows the
+/// tables a user has a privilege on), so `CREATE` is never sent for it. Mutexes work without
+/// the table: a user who may not create it is told in the log, and a read-write lock or
+/// semaphore then fails naming the statement to run (or the `GRANT` missing).
+async fn ensure_holds(conn: &mut MySqlConnection, table: &str) -> Result<()> {
+    let holds = holds_table(table);
+    let seen: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    )
+    .bind(&holds)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend_err)?;
+    if seen.is_some() {
+        return Ok(());
+    }
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({HOLDS_COLUMNS}) ENGINE=InnoDB",
+        quote(&holds)
+    );
+    if let Err(e) = sqlx::raw_sql(AssertSqlSafe(ddl.clone()))
+        .execute(&mut *conn)
+        .await
+    {
+        tracing::info!(target: "dlock", backend = super::NAME, statement = %ddl, error = %e, "could not create the table of read-write locks and semaphores; mutexes work, read-write locks and semaphores fail until an administrator runs the statement");
+    }
+    Ok(())
+}
+
+async fn ensure_lock_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {
     let columns: Vec<Column> = sqlx::query_as(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(LOWER(DATA_TYPE) AS CHAR), \
                 CAST(COALESCE(DATETIME_PRECISION, 0) AS SIGNED), \
