@@ -206,7 +206,13 @@ impl Home {
 
     /// Polls `fut` with this home entered: what it spawns or registers (tasks, sockets, timers)
     /// belongs to the home runtime, while the caller's task is the one woken.
-    pub(crate) async fn run<F: Future>(&self, fut: F) -> F::Output {
+    ///
+    /// A home that shuts down while `fut` is in flight ends it with an error instead of polling
+    /// it again: its timers and sockets belong to a runtime whose drivers are going, and tokio
+    /// panics when such a timer is touched. The check runs before every poll; a panic from the
+    /// narrow race left (the drivers stopping during a poll) is caught, the home marked dead and
+    /// the call failed, so the next call reopens the backend.
+    pub(crate) async fn run<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
         // Already on the home runtime (the common case: connections live on the caller's
         // multi-thread runtime): entering it on every poll would only cost time.
         if Handle::try_current().is_ok_and(|h| h.id() == self.id) {
@@ -214,11 +220,29 @@ impl Home {
         }
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
+            if !self.is_alive() {
+                return Poll::Ready(Err(home_gone()));
+            }
             let _entered = self.handle.enter();
-            fut.as_mut().poll(cx)
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fut.as_mut().poll(cx)
+            }));
+            polled.unwrap_or_else(|_| {
+                if let Some(alive) = &self.alive {
+                    alive.store(false, Ordering::Release);
+                }
+                Poll::Ready(Err(home_gone()))
+            })
         })
         .await
     }
+}
+
+fn home_gone() -> Error {
+    Error::backend(
+        "runtime",
+        "the runtime this connection lived on shut down mid-request; the next call reconnects",
+    )
 }
 
 #[cfg(test)]
