@@ -224,9 +224,8 @@ impl Home {
                 return Poll::Ready(Err(home_gone()));
             }
             let _entered = self.handle.enter();
-            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                fut.as_mut().poll(cx)
-            }));
+            let polled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx)));
             polled.unwrap_or_else(|_| {
                 if let Some(alive) = &self.alive {
                     alive.store(false, Ordering::Release);
