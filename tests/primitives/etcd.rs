@@ -141,8 +141,8 @@ impl Drop for EtcdServer {
 async fn lead_cancels_the_work_when_leadership_is_lost() {
     // The loss: a private etcd paused (SIGSTOP) for 6 s, so keep-alives stall and `lost()`
     // fires by the 3 s lease's deadline; then resumed, so `lead` can campaign again. (A frozen
-    // connection, support::FreezingProxy, loses the lease as well, but the etcd client never
-    // replaces a connection that hangs, so `lead` could not campaign again through it.)
+    // connection loses the lease as well and is replaced after HTTP/2 keep-alive finds it dead,
+    // ~9 s: tests/etcd.rs `a_frozen_connection_is_replaced_and_its_lock_is_lost`.)
     let server = EtcdServer::start();
     let url = format!("etcd://127.0.0.1:{}/lead", server.port);
     let locker = support::connect_when_up("private etcd", &url, 20 * SECOND).await;
