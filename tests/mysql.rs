@@ -302,10 +302,13 @@ async fn the_seeds_own_table_gives_the_documented_migration_error() {
         Err(e) => Err(format!("expected a backend error, got {e:?}")),
         Ok(_) => Err("the seed's table was accepted without expire_at".to_string()),
     };
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {table}")))
-        .execute(&db)
-        .await
-        .unwrap();
+    // Connecting also made `<table>_holds` (read-write locks, semaphores).
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {table}, {table}_holds"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
     outcome.unwrap();
 }
 
@@ -383,10 +386,13 @@ async fn a_table_that_would_break_locks_quietly_is_refused() {
     .await
     .unwrap();
     let result = Locker::connect(&format!("{}?table={table}", support::mysql_url())).await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {table}")))
-        .execute(&db)
-        .await
-        .unwrap();
+    // Connecting also made `<table>_holds` (read-write locks, semaphores).
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {table}, {table}_holds"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
     let msg = match result {
         Err(e @ Error::Backend { .. }) => e.to_string(),
         other => panic!("expected the table to be refused, got {other:?}"),

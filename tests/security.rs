@@ -248,7 +248,11 @@ async fn exclusive_over(server: &str, url: &str) {
 async fn shared_holds_over(server: &str, url: &str) {
     let a = support::connect(server, url).await;
     let key = support::unique("secure-shared");
-    let read = a.read_lock(key.as_str()).wait(10 * SECOND).await.expect("read lock");
+    let read = a
+        .read_lock(key.as_str())
+        .wait(10 * SECOND)
+        .await
+        .expect("read lock");
     let reader = tokio::spawn(a.read_lock(key.as_str()).wait(10 * SECOND).acquire());
     let reader = reader.await.unwrap().expect("a second reader");
     let writer = tokio::spawn(a.write_lock(key.as_str()).wait(Duration::ZERO).acquire());
@@ -258,9 +262,17 @@ async fn shared_holds_over(server: &str, url: &str) {
     ));
     read.release().await.expect("release read");
     reader.release().await.expect("release read");
-    let write = a.write_lock(key.as_str()).wait(10 * SECOND).await.expect("write lock");
+    let write = a
+        .write_lock(key.as_str())
+        .wait(10 * SECOND)
+        .await
+        .expect("write lock");
     write.release().await.expect("release write");
-    let permit = a.semaphore(key.as_str(), 2).wait(10 * SECOND).await.expect("permit");
+    let permit = a
+        .semaphore(key.as_str(), 2)
+        .wait(10 * SECOND)
+        .await
+        .expect("permit");
     permit.release().await.expect("release permit");
 }
 
@@ -515,12 +527,14 @@ async fn mysql_over_tls_with_least_privilege() {
         "REVOKE ALL ON test.* FROM PUBLIC; REVOKE ALL ON `test\\_%`.* FROM PUBLIC; \
          DELETE FROM mysql.global_priv WHERE User=''; FLUSH PRIVILEGES; \
          CREATE USER 'dlock'@'%' IDENTIFIED BY '{PASSWORD}' REQUIRE X509; \
-         GRANT SELECT, INSERT, UPDATE, DELETE ON test.distributed_lock TO 'dlock'@'%';"
+         GRANT SELECT, INSERT, UPDATE, DELETE ON test.distributed_lock TO 'dlock'@'%'; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON test.distributed_lock_holds TO 'dlock'@'%';"
     ));
     let url = |password: &str, host: &str, params: &str| {
         format!("mysql://dlock:{password}@{host}:{port}/test?{params}")
     };
     exclusive_over("TLS MariaDB", &url(PASSWORD, "127.0.0.1", &c.params())).await;
+    shared_holds_over("TLS MariaDB", &url(PASSWORD, "127.0.0.1", &c.params())).await;
     // The user really has no more than that.
     let grants = db.admin("SHOW GRANTS FOR 'dlock'@'%'");
     assert!(

@@ -192,8 +192,8 @@ mod key_template;
 ///     Ok(url.len()) // at most 5 crawls run at once, across every process of the service
 /// }
 /// ```
-/// Read-write locks and semaphores are offered by memory, Redis, PostgreSQL, ZooKeeper and etcd;
-/// on MySQL and Redlock the call returns `Err(dlock::Error::Unsupported { .. }.into())`. As with
+/// Read-write locks and semaphores are offered by memory, Redis, MySQL, PostgreSQL, ZooKeeper and
+/// etcd; on Redlock the call returns `Err(dlock::Error::Unsupported { .. }.into())`. As with
 /// the mutex, a task takes one hold of a key at a time: an attributed call nested in another on
 /// the same key (say a `mode = "write"` call inside a `mode = "read"` one, or two permits of one
 /// semaphore) fails at once with `dlock::Error::AlreadyHeld` (busy with `wait = "0s"`) instead

@@ -412,8 +412,10 @@ impl Locker {
     /// [`fence`](LockGuard::fence) is the fence of the last write hold of the key (`None` if
     /// there was none yet, or on backends whose readers cannot see it); writers' fences grow.
     ///
-    /// Offered by memory, Redis (single, Cluster, Sentinel), PostgreSQL, ZooKeeper and etcd;
-    /// MySQL and Redlock answer [`Error::Unsupported`].
+    /// Offered by memory, Redis (single, Cluster, Sentinel), MySQL/MariaDB, PostgreSQL, ZooKeeper
+    /// and etcd; Redlock answers [`Error::Unsupported`]. Memory, Redis, MySQL and PostgreSQL
+    /// prefer writers as above; ZooKeeper and etcd serve readers and writers in arrival order (a
+    /// reader behind a waiting writer waits), which keeps writers from starving too.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
