@@ -24,6 +24,9 @@
 //! - [`Locker`]: one handle per lock service, picked by URL scheme; [`Locker::memory`] in-process.
 //! - [`LockRequest`]: `.ttl(d)`, `.wait(d)`, `.watchdog(bool)`, then `.await` or `.blocking()`.
 //! - [`LockGuard`]: `key()`, `fence()`, `is_held()`, `lost()`, `extend(d)`, `release()`.
+//! - [`Locker::read_lock`] / [`Locker::write_lock`] (read-write locks), [`Locker::semaphore`]
+//!   (`n` permits), [`Locker::campaign`] / [`Locker::leader`] / [`LockRequest::lead`] (leader
+//!   election): the same request and guard, each in its own key space ([`Kind`]).
 //! - [`register`] / [`lookup`]: named lockers, also from `DLOCK_URL_<NAME>`.
 //! - [`Locker::inspect`] / [`Locker::list`] / [`Locker::force_release`]: who holds what
 //!   ([`LockInfo`]), and freeing a lock whose holder is stuck; [`Locker::with_owner`] names holders.
