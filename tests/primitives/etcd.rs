@@ -26,41 +26,7 @@ async fn lockers(n: usize) -> Vec<Locker> {
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn readers_overlap_and_writers_exclude() {
-    scenarios::readers_overlap_and_writers_exclude(&lockers(4).await, &unique("rw")).await;
-}
-
-#[tokio::test]
-async fn a_reader_sees_the_last_write_fence() {
-    scenarios::a_reader_sees_the_last_write_fence(&locker().await, &unique("rwf")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_writer_is_not_starved_by_new_readers() {
-    scenarios::a_waiting_writer_is_not_starved_by_new_readers(&lockers(3).await, &unique("starve"))
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_semaphore_of_3_admits_3() {
-    scenarios::a_semaphore_of_3_admits_3(&lockers(4).await, &unique("sem")).await;
-}
-
-#[tokio::test]
-async fn a_permit_count_mismatch_is_an_error() {
-    scenarios::a_permit_count_mismatch_is_an_error(&locker().await, &unique("semx")).await;
-}
-
-#[tokio::test]
-async fn kinds_have_their_own_key_spaces() {
-    scenarios::kinds_have_their_own_key_spaces(&locker().await, &unique("spaces")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn five_candidates_one_leader_at_a_time() {
-    scenarios::five_candidates_one_leader_at_a_time(&lockers(5).await, &unique("elect")).await;
-}
+common_scenarios!(lockers, "etcd");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_permit_holder_frees_only_its_permit() {

@@ -4,11 +4,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[macro_use]
 mod scenarios;
 
 mod etcd;
 mod memory;
-mod mysql_redlock;
+mod mysql;
 mod postgres;
 mod redis;
+mod redlock;
 mod zookeeper;

@@ -53,63 +53,12 @@ async fn kinds(db: &PgPool, key: &str) -> Vec<i16> {
     .expect("read the holds table")
 }
 
-/// The test URL with its `host:port` replaced by `127.0.0.1:port`, and the server's port.
+/// The test URL through a proxy on `port` (0: straight to the server), and the server's port.
 fn through(port: u16) -> (String, u16) {
-    let url = postgres_url();
-    let (scheme, rest) = url.split_once("://").expect("postgres URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
-    };
-    let server_port = host
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(5432);
-    (
-        format!("{scheme}://{user}127.0.0.1:{port}{path}"),
-        server_port,
-    )
+    support::url_through(&postgres_url(), 5432, port, None)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_overlap_and_writers_exclude() {
-    scenarios::readers_overlap_and_writers_exclude(&lockers(4).await, &unique("pg-rw")).await;
-}
-
-#[tokio::test]
-async fn a_reader_sees_the_last_write_fence() {
-    scenarios::a_reader_sees_the_last_write_fence(&locker().await, &unique("pg-rwf")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_writer_is_not_starved_by_new_readers() {
-    scenarios::a_waiting_writer_is_not_starved_by_new_readers(
-        &lockers(3).await,
-        &unique("pg-starve"),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_semaphore_of_3_admits_3() {
-    scenarios::a_semaphore_of_3_admits_3(&lockers(4).await, &unique("pg-sem")).await;
-}
-
-#[tokio::test]
-async fn a_permit_count_mismatch_is_an_error() {
-    scenarios::a_permit_count_mismatch_is_an_error(&locker().await, &unique("pg-semx")).await;
-}
-
-#[tokio::test]
-async fn kinds_have_their_own_key_spaces() {
-    scenarios::kinds_have_their_own_key_spaces(&locker().await, &unique("pg-spaces")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_candidates_one_leader_at_a_time() {
-    scenarios::five_candidates_one_leader_at_a_time(&lockers(5).await, &unique("pg-elect")).await;
-}
+common_scenarios!(lockers, "pg");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lead_cancels_the_work_when_leadership_is_lost() {

@@ -483,3 +483,74 @@ pub async fn killing_the_leader_elects_another(
         "a new leader after {took:?}; lease {lease:?} + {bound:?} promised"
     );
 }
+
+/// The scenarios every backend with read-write locks and semaphores runs, as `#[tokio::test]`s
+/// of the calling module: `$lockers` is an `async fn(usize) -> Vec<Locker>` of that module
+/// giving `n` Lockers as `n` processes would have them (own connections, distinct owners), and
+/// `$prefix` starts the test keys. With `, then $leaves_nothing`, an `async fn(&str)` of the
+/// module that asserts nothing of a key is left on the server, run after each scenario but the
+/// election. Backend-specific tests (leases, kills, pauses) stay beside.
+macro_rules! common_scenarios {
+    ($lockers:ident, $prefix:literal) => {
+        common_scenarios!($lockers, $prefix, then $crate::scenarios::nothing_to_check);
+    };
+    ($lockers:ident, $prefix:literal, then $leaves_nothing:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn readers_overlap_and_writers_exclude() {
+            let key = $crate::support::unique(concat!($prefix, "-rw"));
+            $crate::scenarios::readers_overlap_and_writers_exclude(&$lockers(4).await, &key).await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test]
+        async fn a_reader_sees_the_last_write_fence() {
+            let key = $crate::support::unique(concat!($prefix, "-rwf"));
+            $crate::scenarios::a_reader_sees_the_last_write_fence(&$lockers(1).await[0], &key)
+                .await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_waiting_writer_is_not_starved_by_new_readers() {
+            let key = $crate::support::unique(concat!($prefix, "-starve"));
+            $crate::scenarios::a_waiting_writer_is_not_starved_by_new_readers(
+                &$lockers(3).await,
+                &key,
+            )
+            .await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn a_semaphore_of_3_admits_3() {
+            let key = $crate::support::unique(concat!($prefix, "-sem"));
+            $crate::scenarios::a_semaphore_of_3_admits_3(&$lockers(4).await, &key).await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test]
+        async fn a_permit_count_mismatch_is_an_error() {
+            let key = $crate::support::unique(concat!($prefix, "-semx"));
+            $crate::scenarios::a_permit_count_mismatch_is_an_error(&$lockers(1).await[0], &key)
+                .await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test]
+        async fn kinds_have_their_own_key_spaces() {
+            let key = $crate::support::unique(concat!($prefix, "-spaces"));
+            $crate::scenarios::kinds_have_their_own_key_spaces(&$lockers(1).await[0], &key).await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn five_candidates_one_leader_at_a_time() {
+            let key = $crate::support::unique(concat!($prefix, "-elect"));
+            $crate::scenarios::five_candidates_one_leader_at_a_time(&$lockers(5).await, &key)
+                .await;
+        }
+    };
+}
+
+/// For [`common_scenarios!`] on a backend without a leftovers check.
+pub async fn nothing_to_check(_key: &str) {}

@@ -121,56 +121,12 @@ impl Raw {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn readers_overlap_and_writers_exclude() {
+common_scenarios!(lockers, "zk", then leaves_nothing);
+
+/// Every queue of `key` is empty (and gone) once a scenario is over.
+async fn leaves_nothing(key: &str) {
     let raw = Raw::connect().await;
-    let key = unique("rw");
-    scenarios::readers_overlap_and_writers_exclude(&lockers(4).await, &key).await;
-    raw.assert_clean(&[raw.rw(&key)]).await;
-}
-
-#[tokio::test]
-async fn a_reader_sees_the_last_write_fence() {
-    let raw = Raw::connect().await;
-    let key = unique("rwf");
-    scenarios::a_reader_sees_the_last_write_fence(&locker().await, &key).await;
-    raw.assert_clean(&[raw.rw(&key)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_writer_is_not_starved_by_new_readers() {
-    let key = unique("starve");
-    scenarios::a_waiting_writer_is_not_starved_by_new_readers(&lockers(2).await, &key).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_semaphore_of_3_admits_3() {
-    let raw = Raw::connect().await;
-    let key = unique("sem");
-    scenarios::a_semaphore_of_3_admits_3(&lockers(4).await, &key).await;
-    raw.assert_clean(&[raw.sem(&key)]).await;
-}
-
-#[tokio::test]
-async fn a_permit_count_mismatch_is_an_error() {
-    let raw = Raw::connect().await;
-    let key = unique("semx");
-    scenarios::a_permit_count_mismatch_is_an_error(&locker().await, &key).await;
-    raw.assert_clean(&[raw.sem(&key)]).await;
-}
-
-#[tokio::test]
-async fn kinds_have_their_own_key_spaces() {
-    let raw = Raw::connect().await;
-    let key = unique("spaces");
-    scenarios::kinds_have_their_own_key_spaces(&locker().await, &key).await;
-    raw.assert_clean(&[raw.rw(&key), raw.sem(&key)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_candidates_one_leader_at_a_time() {
-    let name = unique("elect");
-    scenarios::five_candidates_one_leader_at_a_time(&lockers(5).await, &name).await;
+    raw.assert_clean(&[raw.rw(key), raw.sem(key)]).await;
 }
 
 /// A TCP proxy (std threads: the suite's tokio runs no listener here) that can blackhole every

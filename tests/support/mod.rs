@@ -64,6 +64,28 @@ pub async fn connect_when_up(server: &str, url: &str, limit: Duration) -> dlock:
     }
 }
 
+/// `url` with its `host:port` replaced by `127.0.0.1:port` (the server's own port when `port`
+/// is 0) and, when `login` is given, its `user[:password]@` by `login@`; and the server's port
+/// (`default_port` when the URL names none). For a proxy in front of a test server.
+pub fn url_through(url: &str, default_port: u16, port: u16, login: Option<&str>) -> (String, u16) {
+    let (scheme, rest) = url.split_once("://").expect("a scheme://host URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (old_login, host) = match authority.rsplit_once('@') {
+        Some((login, host)) => (format!("{login}@"), host),
+        None => (String::new(), authority),
+    };
+    let login = login.map_or(old_login, |l| format!("{l}@"));
+    let server_port = host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(default_port);
+    let port = if port == 0 { server_port } else { port };
+    (
+        format!("{scheme}://{login}127.0.0.1:{port}{path}"),
+        server_port,
+    )
+}
+
 /// A unique key prefix per test run, so parallel test processes never share keys.
 pub fn unique(name: &str) -> String {
     format!("{name}:{}", uuid::Uuid::new_v4().simple())

@@ -6,11 +6,6 @@
 //! with the statement to run, and a user granted only the four statements on both tables needs
 //! no `CREATE`.
 //!
-//! Redlock: no read-write locks or semaphores (it answers `Error::Unsupported` naming the
-//! backends that have them): its quorum cannot count holders safely (a permit counted on a
-//! majority of nodes can be counted again after a node restarts empty), so a semaphore there
-//! would over-admit. Leader election, a mutex, works.
-//!
 //! Bounds are generous: the suite runs on 2-core machines beside other test binaries.
 
 use std::future::IntoFuture;
@@ -21,21 +16,21 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::AssertSqlSafe;
 
 use crate::scenarios;
-use crate::support::{connect, mysql_url, unique, FreezingProxy, RedisServer};
+use crate::support::{self, connect, mysql_url, unique, FreezingProxy};
 
 const SERVER: &str = "MariaDB/MySQL";
 /// The holds table of the default lock table.
 const HOLDS: &str = "distributed_lock_holds";
 
-async fn mysql_locker() -> Locker {
+async fn locker() -> Locker {
     connect(SERVER, &mysql_url()).await
 }
 
 /// `n` Lockers, each its own `connect` (its own pool) and owner.
-async fn mysql_lockers(n: usize) -> Vec<Locker> {
+async fn lockers(n: usize) -> Vec<Locker> {
     let mut lockers = Vec::new();
     for i in 0..n {
-        lockers.push(mysql_locker().await.with_owner(format!("mysql-{i}")));
+        lockers.push(locker().await.with_owner(format!("mysql-{i}")));
     }
     lockers
 }
@@ -61,73 +56,15 @@ async fn kinds(db: &MySqlPool, key: &str) -> Vec<i8> {
     .expect("read the holds table")
 }
 
-/// The test URL with its `host:port` replaced by `127.0.0.1:port` (and `user[:password]@`
-/// replaced when `user` is given), and the server's port.
+/// The test URL through a proxy on `port` (0: straight to the server), as `user` when given.
 fn through(port: u16, user: Option<&str>) -> (String, u16) {
-    let url = mysql_url();
-    let (scheme, rest) = url.split_once("://").expect("mysql URL");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (login, host) = match authority.rsplit_once('@') {
-        Some((login, host)) => (format!("{login}@"), host),
-        None => (String::new(), authority),
-    };
-    let login = user.map_or(login, |u| format!("{u}@"));
-    let server_port = host
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(3306);
-    let port = if port == 0 { server_port } else { port };
-    (
-        format!("{scheme}://{login}127.0.0.1:{port}{path}"),
-        server_port,
-    )
+    support::url_through(&mysql_url(), 3306, port, user)
 }
+
+common_scenarios!(lockers, "mysql");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_readers_overlap_and_writers_exclude() {
-    scenarios::readers_overlap_and_writers_exclude(&mysql_lockers(4).await, &unique("my-rw")).await;
-}
-
-#[tokio::test]
-async fn mysql_a_reader_sees_the_last_write_fence() {
-    scenarios::a_reader_sees_the_last_write_fence(&mysql_locker().await, &unique("my-rwf")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_a_waiting_writer_is_not_starved_by_new_readers() {
-    scenarios::a_waiting_writer_is_not_starved_by_new_readers(
-        &mysql_lockers(3).await,
-        &unique("my-starve"),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_a_semaphore_of_3_admits_3() {
-    scenarios::a_semaphore_of_3_admits_3(&mysql_lockers(4).await, &unique("my-sem")).await;
-}
-
-#[tokio::test]
-async fn mysql_a_permit_count_mismatch_is_an_error() {
-    scenarios::a_permit_count_mismatch_is_an_error(&mysql_locker().await, &unique("my-semx")).await;
-}
-
-#[tokio::test]
-async fn mysql_kinds_have_their_own_key_spaces() {
-    scenarios::kinds_have_their_own_key_spaces(&mysql_locker().await, &unique("my-spaces")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_elects_one_leader_at_a_time() {
-    scenarios::five_candidates_one_leader_at_a_time(
-        &mysql_lockers(5).await,
-        &unique("mysql-elect"),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_lead_cancels_the_work_when_leadership_is_lost() {
+async fn lead_cancels_the_work_when_leadership_is_lost() {
     // The leader talks to the server through a proxy whose connections are then frozen, as a
     // silent network failure leaves them: renewals stall, the 3 s lease runs out.
     let proxy = FreezingProxy::start(through(0, None).1);
@@ -157,11 +94,11 @@ async fn mysql_lead_cancels_the_work_when_leadership_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_a_killed_permit_holder_frees_only_its_permit() {
+async fn a_killed_permit_holder_frees_only_its_permit() {
     // The lease runs out on the server (2 s); the waiter re-checks at the holders' earliest
     // expiry (and at most every 250 ms). 15 s allows a loaded machine.
     scenarios::a_killed_permit_holder_frees_only_its_permit(
-        &mysql_locker().await,
+        &locker().await,
         &mysql_url(),
         &unique("my-semkill"),
         Duration::from_secs(2),
@@ -171,8 +108,8 @@ async fn mysql_a_killed_permit_holder_frees_only_its_permit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_replaces_a_killed_leader() {
-    let lockers = mysql_lockers(4).await;
+async fn replaces_a_killed_leader() {
+    let lockers = lockers(4).await;
     let lease = Duration::from_secs(2);
     // The lease runs out on the server; waiters poll the row (with GET_LOCK turns) at most every
     // 2 s, so the bound allows that plus a loaded machine.
@@ -187,12 +124,8 @@ async fn mysql_replaces_a_killed_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
-    let (a, b, c) = (
-        mysql_locker().await,
-        mysql_locker().await,
-        mysql_locker().await,
-    );
+async fn a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
+    let (a, b, c) = (locker().await, locker().await, locker().await);
     let db = db().await;
     let key = unique("my-giveup");
     let held = a.read_lock(key.as_str()).await.expect("read");
@@ -249,7 +182,7 @@ async fn mysql_a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only() {
+async fn a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only() {
     // A writer process that died while waiting leaves its row, with the 3 s waiting lease it
     // had (written here as the acquire writes it).
     let db = db().await;
@@ -263,7 +196,7 @@ async fn mysql_a_vanished_waiting_writer_holds_readers_back_for_its_waiting_leas
     .await
     .expect("insert a waiting writer's row");
     let asked = Instant::now();
-    let reader = mysql_locker()
+    let reader = locker()
         .await
         .read_lock(key.as_str())
         .wait(Duration::from_secs(20))
@@ -283,8 +216,8 @@ async fn mysql_a_vanished_waiting_writer_holds_readers_back_for_its_waiting_leas
 }
 
 #[tokio::test]
-async fn mysql_permit_and_write_fences_strictly_increase() {
-    let locker = mysql_locker().await;
+async fn permit_and_write_fences_strictly_increase() {
+    let locker = locker().await;
     let key = unique("my-fences");
     let mut last = 0;
     for _ in 0..3 {
@@ -306,10 +239,10 @@ async fn mysql_permit_and_write_fences_strictly_increase() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_watchdog_renewals_keep_read_write_and_permit_holds() {
+async fn watchdog_renewals_keep_read_write_and_permit_holds() {
     // Leases of 1 s renewed every 1/3 s, held for 3 s: each renewal goes through `extend` of its
     // kind; another Locker finds every hold still there at the end.
-    let (a, b) = (mysql_locker().await, mysql_locker().await);
+    let (a, b) = (locker().await, locker().await);
     let key = unique("my-renew");
     let ttl = Duration::from_secs(1);
     let read = a
@@ -346,7 +279,7 @@ async fn mysql_watchdog_renewals_keep_read_write_and_permit_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_a_release_wakes_local_waiters_at_once() {
+async fn a_release_wakes_local_waiters_at_once() {
     // Same Locker: a release wakes its waiters of the key, which decide again at once instead of
     // at their next poll. A writer waits behind a reader long enough for its pauses to reach
     // their cap (jittered 125-250 ms); then the reader releases. Polling alone would let the
@@ -354,7 +287,7 @@ async fn mysql_a_release_wakes_local_waiters_at_once() {
     // time in six); a wake-up lets it in after one decision's commit (a few ms). Seven rounds,
     // and the median must be under 30 ms: one slow commit on a loaded machine cannot fail the
     // test, and polling alone passes it about one time in seventy.
-    let locker = mysql_locker().await;
+    let locker = locker().await;
     let key = unique("my-wake");
     let mut took = Vec::new();
     for _ in 0..7 {
@@ -378,7 +311,7 @@ async fn mysql_a_release_wakes_local_waiters_at_once() {
 }
 
 #[tokio::test]
-async fn mysql_a_missing_holds_table_is_named_with_the_statement_to_run() {
+async fn a_missing_holds_table_is_named_with_the_statement_to_run() {
     // A lock table of its own, whose holds table an administrator dropped (or never created).
     let table = format!("dlock_missing_{}", uuid::Uuid::new_v4().simple());
     let url = format!("{}?table={table}", mysql_url());
@@ -407,7 +340,7 @@ async fn mysql_a_missing_holds_table_is_named_with_the_statement_to_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mysql_least_privilege_needs_no_create_for_the_holds_table() {
+async fn least_privilege_needs_no_create_for_the_holds_table() {
     // An administrator made both tables (dlock connected once as root) and granted a user the
     // four statements on each, nothing else: that user connects (no CREATE sent) and holds
     // reads, writes and permits. The accounts are for 127.0.0.1 and localhost (MariaDB matches
@@ -452,33 +385,4 @@ async fn mysql_least_privilege_needs_no_create_for_the_holds_table() {
         .await
         .expect("clean up");
     outcome.expect("read-write locks and semaphores with the four statements only");
-}
-
-fn redlock_url(servers: &[RedisServer]) -> String {
-    let hosts: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port))
-        .collect();
-    format!("redlock://{}", hosts.join(","))
-}
-
-#[tokio::test]
-async fn redlock_has_no_read_write_locks_or_semaphores() {
-    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let locker = connect("redlock", &redlock_url(&servers)).await;
-    scenarios::unsupported_kinds_say_where_to_go(&locker, &unique("redlock-unsupported")).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redlock_elects_one_leader_at_a_time() {
-    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let mut lockers = Vec::new();
-    for i in 0..5 {
-        lockers.push(
-            connect("redlock", &redlock_url(&servers))
-                .await
-                .with_owner(format!("redlock-{i}")),
-        );
-    }
-    scenarios::five_candidates_one_leader_at_a_time(&lockers, &unique("redlock-elect")).await;
 }
