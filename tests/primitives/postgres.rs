@@ -2,7 +2,8 @@
 //! `support::postgres_url()` (`scripts/services.sh up`), plus the corners of the design (see
 //! `dlock/src/backend/postgres/shared.rs`): a writer that gives up or is dropped stops holding
 //! readers back at once, a writer that vanished while waiting holds them back for its waiting
-//! lease only, and nothing but the last-write record is left behind.
+//! lease only, and nothing but the last-write record is left behind; and a database whose
+//! default isolation is REPEATABLE READ changes nothing.
 //!
 //! Bounds are generous: the suite runs on 2-core machines beside other test binaries.
 
@@ -14,6 +15,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::scenarios;
 use crate::support::{self, postgres_url, unique, FreezingProxy};
+use sqlx::AssertSqlSafe;
 
 const SERVER: &str = "PostgreSQL";
 /// The holds table of the default lock table.
@@ -51,6 +53,23 @@ async fn kinds(db: &PgPool, key: &str) -> Vec<i16> {
     .fetch_all(db)
     .await
     .expect("read the holds table")
+}
+
+/// The test URL with its database replaced by `database`.
+fn database_url(database: &str) -> String {
+    let url = postgres_url();
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority_end..]
+        .find('/')
+        .map_or(base.len(), |i| authority_end + i);
+    let mut out = format!("{}/{database}", &base[..path]);
+    if let Some(q) = query {
+        out = format!("{out}?{q}");
+    }
+    out
 }
 
 /// The test URL through a proxy on `port` (0: straight to the server), and the server's port.
@@ -148,6 +167,20 @@ async fn a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Its row's lease outlasts the longest gap between two of its refreshes (a 1 s re-check plus
+    // a decision, bounded by the 10 s statement bound, its 5 s lock wait included).
+    let lease: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT extract(epoch FROM expire_at - clock_timestamp())::float8 FROM {HOLDS} \
+         WHERE lock_name = $1 AND kind = 3"
+    )))
+    .bind(&key)
+    .fetch_one(&db)
+    .await
+    .expect("read the waiting row's lease");
+    assert!(
+        (10.0..=12.0).contains(&lease),
+        "waiting lease left: {lease} s"
+    );
     let held_back = b.read_lock(key.as_str()).wait(Duration::ZERO).await;
     assert!(
         matches!(held_back, Err(Error::Busy { .. })),
@@ -161,7 +194,7 @@ async fn a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
         .wait(Duration::from_secs(10))
         .await
         .expect("readers go once the writer is gone");
-    // Well under the 3 s waiting lease: the row went with the release, not by expiring.
+    // Well under the 12 s waiting lease: the row went with the release, not by expiring.
     let took = dropped.elapsed();
     eprintln!("a reader got in {took:?} after the waiting writer was dropped");
     assert!(took < Duration::from_secs(2), "{took:?}");
@@ -180,13 +213,13 @@ async fn a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only() {
-    // A writer process that died while waiting leaves its row, with the 3 s waiting lease it
+    // A writer process that died while waiting leaves its row, with the 12 s waiting lease it
     // had (written here as the acquire writes it).
     let db = db().await;
     let key = unique("pg-ghost");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {HOLDS} (space, lock_name, secret_key, kind, expire_at) \
-         VALUES (1, $1, 'ghost', 3, clock_timestamp() + interval '3 seconds')"
+         VALUES (1, $1, 'ghost', 3, clock_timestamp() + interval '12 seconds')"
     )))
     .bind(&key)
     .execute(&db)
@@ -196,14 +229,15 @@ async fn a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only
     let reader = locker()
         .await
         .read_lock(key.as_str())
-        .wait(Duration::from_secs(20))
+        .wait(Duration::from_secs(30))
         .await
         .expect("the reader goes once the row expires");
     let waited = asked.elapsed();
-    eprintln!("a reader waited {waited:?} behind a vanished writer's row (waiting lease 3 s)");
-    // Held back by the row, then woken at its expiry (not by a notice: none comes).
-    assert!(waited > Duration::from_millis(2500), "{waited:?}");
-    assert!(waited < Duration::from_secs(8), "{waited:?}");
+    eprintln!("a reader waited {waited:?} behind a vanished writer's row (waiting lease 12 s)");
+    // Held back by the row, then woken at its expiry (not by a notice: none comes); 5 s of
+    // slack for a loaded machine.
+    assert!(waited > Duration::from_millis(11500), "{waited:?}");
+    assert!(waited < Duration::from_secs(17), "{waited:?}");
     reader.release().await.expect("release");
     assert!(
         kinds(&db, &key).await.is_empty(),
@@ -301,4 +335,61 @@ async fn a_missing_holds_table_is_named_with_the_statement_to_run() {
         .execute(&db)
         .await
         .expect("drop the test table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_exclude_where_the_database_defaults_to_repeatable_read() {
+    // An administrator may make REPEATABLE READ the default of a database (or role). A decision
+    // is a second statement after the key's advisory lock and must see what committed while it
+    // waited for that lock: dlock pins READ COMMITTED on its connections. Without that, two
+    // writers are granted at once (or the decisions fail with serialization errors).
+    let admin = db().await;
+    let database = format!("dlock_rr_{}", uuid::Uuid::new_v4().simple());
+    // Two queries: CREATE DATABASE runs outside any transaction block.
+    for setup in [
+        format!("CREATE DATABASE {database}"),
+        format!("ALTER DATABASE {database} SET default_transaction_isolation = 'repeatable read'"),
+    ] {
+        sqlx::raw_sql(AssertSqlSafe(setup))
+            .execute(&admin)
+            .await
+            .expect("create a database defaulting to REPEATABLE READ");
+    }
+    let url = database_url(&database);
+    let run = tokio::spawn(async move {
+        // The default took: a plain connection to it is REPEATABLE READ.
+        let plain = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("connect to the new database");
+        let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(&plain)
+            .await
+            .expect("SHOW transaction_isolation");
+        assert_eq!(level, "repeatable read");
+        plain.close().await;
+        let mut lockers = Vec::new();
+        for i in 0..4 {
+            lockers.push(
+                support::connect(SERVER, &url)
+                    .await
+                    .with_owner(format!("postgres-rr-{i}")),
+            );
+        }
+        scenarios::readers_overlap_and_writers_exclude(&lockers, &unique("pg-rr")).await;
+        for l in &lockers {
+            let _ = l.close().await;
+        }
+    })
+    .await;
+    // FORCE: the Lockers of a failed run still have connections open.
+    let cleanup = format!("DROP DATABASE {database} WITH (FORCE)");
+    sqlx::raw_sql(AssertSqlSafe(cleanup))
+        .execute(&admin)
+        .await
+        .expect("drop the test database");
+    if let Err(e) = run {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }

@@ -102,7 +102,9 @@
 //! # Cancellation
 //! As on MySQL, the acquire statement runs in a task that keeps its connection until the server
 //! answers: an acquire cut off while its `INSERT` waits on a row lock has the row deleted on that
-//! connection once the `INSERT` committed, so no row outlives an acquire that gave up.
+//! connection once the `INSERT` committed, so no row outlives an acquire that gave up. The same
+//! when the task stops waiting for the answer (after 60 s) while the statement may still
+//! commit; and an acquire gone before its statement ran has none run.
 //!
 //! # Read-write locks and semaphores
 //! A second table, `<table>_holds`, with a row per hold (and per waiting writer), decided under a
@@ -144,8 +146,14 @@ const MIN_POLL: Duration = Duration::from_millis(5);
 const MAX_POLL: Duration = Duration::from_millis(250);
 /// Longest lease the server is asked for.
 const MAX_TTL: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
-/// Server-side lock waits shorter than the client's statement bound (see MySQL's reason).
-const SESSION_SETTINGS: &str = "SET lock_timeout = '5s'";
+/// Run on every connection dlock opens. Server-side lock waits shorter than the client's
+/// statement bound (see MySQL's reason). READ COMMITTED whatever the role's or database's
+/// default: a read-write or semaphore decision is a second statement after its advisory lock
+/// and must see what committed while it waited for that lock (a fresh snapshot per statement);
+/// under REPEATABLE READ or SERIALIZABLE it would keep the snapshot of before the wait, and two
+/// writers could both be granted (see `shared.rs`).
+const SESSION_SETTINGS: &str =
+    "SET lock_timeout = '5s'; SET default_transaction_isolation = 'read committed'";
 
 /// The PostgreSQL [`Backend`]; see the [module docs](self).
 #[derive(Debug)]
@@ -469,7 +477,10 @@ impl PostgresBackend {
     }
 
     /// The acquire statement in a task that keeps its connection until answered (see the
-    /// module docs, "Cancellation"): the fence when won, `None` when held.
+    /// module docs, "Cancellation"): the fence when won, `None` when held. Skipped when the
+    /// caller is gone before it runs; the row is deleted on that connection when the caller is
+    /// gone by the answer or no answer came within [`INSERT_OUTCOME_WAIT`] (the statement may
+    /// still commit: the connection finishes it before the `DELETE`).
     async fn try_take(&self, name: &str, holder: &Holder, ttl_us: i64) -> Result<Option<u64>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (pool, sql) = (self.pool.clone(), self.sql.clone());
@@ -486,6 +497,9 @@ impl PostgresBackend {
                     return;
                 }
             };
+            if tx.is_closed() {
+                return; // the acquire is gone: nothing to take for it
+            }
             let run = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.acquire.clone()))
                 .bind(&name)
                 .bind(&holder.id)
@@ -493,7 +507,9 @@ impl PostgresBackend {
                 .bind(&holder.key)
                 .bind(ttl_us)
                 .fetch_optional(&mut *conn);
-            let outcome = match tokio::time::timeout(INSERT_OUTCOME_WAIT, run).await {
+            let answer = tokio::time::timeout(INSERT_OUTCOME_WAIT, run).await;
+            let unanswered = answer.is_err();
+            let outcome = match answer {
                 Ok(Ok(fence)) => Ok(fence.and_then(|f| u64::try_from(f).ok())),
                 // A lock wait timed out on the server (55P03) or a deadlock was broken (40P01):
                 // the statement was rolled back; the key counts as held and is looked at again.
@@ -506,7 +522,9 @@ impl PostgresBackend {
                 Err(_) => Err(backend_err("the server did not answer the acquire")),
             };
             let won = matches!(outcome, Ok(Some(_)));
-            if tx.send(outcome).is_err() && won {
+            // Unanswered: the statement may yet commit a row that nobody holds; the caller's
+            // own release would run on another connection, possibly before that commit.
+            if (tx.send(outcome).is_err() && won) || unanswered {
                 let undo = sqlx::query(AssertSqlSafe(sql.release.clone()))
                     .bind(&name)
                     .bind(&holder.id)

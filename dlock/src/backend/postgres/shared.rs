@@ -29,12 +29,15 @@
 //! implicit transaction: `SELECT pg_advisory_xact_lock(<class>, <key hash>)`, then the decision.
 //! The second statement takes its snapshot after the lock is granted, so it sees every decision,
 //! grant and renewal of the key committed before (a single statement could not: its snapshot
-//! would predate its own wait for the lock). The decision deletes the key's expired rows, and
-//! among the other live rows:
+//! would predate its own wait for the lock). That needs READ COMMITTED (a snapshot per
+//! statement), which every dlock connection sets whatever the role's or database's default:
+//! under REPEATABLE READ the decision would keep the snapshot of before the wait. The decision
+//! deletes the key's expired rows, and among the other live rows:
 //! - **read** is granted when no write hold and no waiting writer is there (writer preference);
 //! - **write** when no read and no write hold is there; otherwise the writer's request leaves or
-//!   refreshes a *waiting writer* row (a lease of [`WAITING_LEASE`], refreshed by each re-check)
-//!   that holds new readers back; the grant turns that row into the write hold;
+//!   refreshes a *waiting writer* row (a lease of [`WAITING_LEASE`], refreshed by each re-check,
+//!   longer than the longest gap between two re-checks) that holds new readers back; the grant
+//!   turns that row into the write hold;
 //! - **permit(n)** when fewer than n permit holds are there; a live permit naming another count
 //!   is [`permit_mismatch`](crate::backend::permit_mismatch), and nothing is written.
 //!
@@ -56,11 +59,13 @@
 //! [`MAX_RECHECK`] apart (a lost notice, and the waiting writer's refresh).
 //!
 //! # Cancellation
-//! The acquire query runs in a task that keeps its connection until the server answers; when
-//! the acquire was dropped meanwhile, that task deletes what the query left (a hold, or a
-//! waiting writer's row). A writer that gives up at its deadline deletes its waiting row (and
-//! notifies) before returning; a crashed waiting writer stops holding readers back after
-//! [`WAITING_LEASE`].
+//! The acquire query runs in a task that keeps its connection until the server answers (and does
+//! not run it when the acquire was dropped before); when the acquire was dropped meanwhile, or
+//! the task stopped waiting for the answer while the query may still run on the server, that
+//! task deletes what the query left (a hold, or a waiting writer's row) on the same connection,
+//! so the `DELETE` runs after the query. A writer that gives up at its deadline deletes its
+//! waiting row (and notifies) before returning; a crashed waiting writer stops holding readers
+//! back after [`WAITING_LEASE`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,10 +87,13 @@ pub(super) const HOLDS_COLUMNS: &str = "space SMALLINT NOT NULL, \
      PRIMARY KEY (space, lock_name, secret_key)";
 
 /// The lease of a waiting writer's row: how long a writer that vanished without a word (crash,
-/// partition) still holds new readers back.
-pub(super) const WAITING_LEASE: Duration = Duration::from_secs(3);
+/// partition) still holds new readers back. Each re-check refreshes it; two refreshes are at
+/// most [`MAX_RECHECK`] plus one decision apart, and a decision the writer still waits for takes
+/// less than [`STATEMENT_TIMEOUT`] (its wait for the key's advisory lock, at most the session's
+/// 5 s `lock_timeout`, included): longer than both, so a live writer's row never lapses.
+pub(super) const WAITING_LEASE: Duration = Duration::from_secs(12);
 /// The longest a waiter goes without re-checking (a lost notice; a waiting writer's refresh,
-/// well within [`WAITING_LEASE`]).
+/// within [`WAITING_LEASE`]).
 pub(super) const MAX_RECHECK: Duration = Duration::from_secs(1);
 /// Starts every notice payload of the holds table: no mutex `lock_name` starts so (a mapped
 /// name has a printable character after its U+0001).
@@ -331,8 +339,10 @@ fn explain(e: sqlx::Error, table: &str) -> Error {
 }
 
 impl PostgresBackend {
-    /// One decision in a task that keeps its connection until answered; when the caller is
-    /// gone by then, what the decision wrote is deleted on that connection.
+    /// One decision in a task that keeps its connection until answered; skipped when the caller
+    /// is gone before it runs. When the caller is gone by the answer, or no answer came within
+    /// [`INSERT_OUTCOME_WAIT`] (the query may still commit), what the decision wrote is deleted
+    /// on that connection (after the query, which the connection finishes first).
     async fn decide(
         &self,
         target: &Arc<Target>,
@@ -359,8 +369,13 @@ impl PostgresBackend {
                     return;
                 }
             };
+            if tx.is_closed() {
+                return; // the acquire is gone: nothing to decide for
+            }
             let run = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *conn);
-            let outcome = match tokio::time::timeout(INSERT_OUTCOME_WAIT, run).await {
+            let answer = tokio::time::timeout(INSERT_OUTCOME_WAIT, run).await;
+            let unanswered = answer.is_err();
+            let outcome = match answer {
                 Ok(Ok(rows)) => read_look(kind, &rows),
                 // The advisory lock's wait timed out on the server (55P03), or a deadlock was
                 // broken (40P01): rolled back, so the key counts as held and is looked at again.
@@ -374,7 +389,9 @@ impl PostgresBackend {
             };
             // A writer's refused decision may have left its waiting row: undone as well.
             let wrote = matches!(outcome, Ok(Look::Granted(_))) || kind == Kind::Write;
-            if tx.send(outcome).is_err() && wrote {
+            // Unanswered: the query may yet commit a grant that nobody holds; the caller's own
+            // release would run on another connection, possibly before that commit.
+            if (tx.send(outcome).is_err() && wrote) || unanswered {
                 let (space, _, (lo, hi)) = codes(kind);
                 let undo = sqlx::query(AssertSqlSafe(target.release_sql(&channel)))
                     .bind(space)
