@@ -330,3 +330,149 @@ async fn a_frozen_connection_is_replaced_and_its_lock_is_lost() {
     assert!(again.fence() > lost_fence);
     again.release().await.unwrap();
 }
+
+/// A raw client on the test URL's endpoints, and the lock root, to look at keys and leases.
+async fn raw() -> (etcd_client::Client, String) {
+    let url = support::etcd_url();
+    let rest = url.split_once("://").expect("etcd URL").1;
+    let (hosts, root) = rest.split_once('/').unwrap_or((rest, ""));
+    let root = match root.trim_matches('/') {
+        "" => "/dlock".to_owned(),
+        r => format!("/{r}"),
+    };
+    let endpoints: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+    let client = etcd_client::Client::connect(endpoints, None)
+        .await
+        .unwrap_or_else(|e| panic!("etcd is not reachable at {hosts}: {e}"));
+    (client, root)
+}
+
+async fn backend() -> dlock::backend::etcd::EtcdBackend {
+    let url = support::etcd_url();
+    dlock::backend::etcd::EtcdBackend::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("etcd is not reachable at {url}: {e}"))
+}
+
+/// The etcd key of a hold (the layout documented in the backend; test keys need no escaping).
+fn hold_key(root: &str, key: &str, kind: dlock::Kind, id: &str) -> String {
+    match kind {
+        dlock::Kind::Exclusive => format!("{root}/{key}/{id}"),
+        dlock::Kind::Write => format!("{root}/%rw/{key}/q/w/{id}"),
+        dlock::Kind::Read => format!("{root}/%rw/{key}/q/r/{id}"),
+        dlock::Kind::Permit(n) => format!("{root}/%sem/{key}/{n}/{id}"),
+        other => panic!("no etcd layout known for {other:?}"),
+    }
+}
+
+/// An acquire tried again (as after a timed-out request) finds the key an earlier try made and
+/// keeps it, on that try's lease: it renews that lease at once, so the grant's lease (counted
+/// from that renewal) is the server's, not one that started before the try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_acquire_renews_the_lease_of_the_key_it_finds() {
+    use dlock::backend::Backend;
+    let backend = backend().await;
+    let (mut raw, root) = raw().await;
+    for kind in [
+        dlock::Kind::Exclusive,
+        dlock::Kind::Write,
+        dlock::Kind::Permit(2),
+    ] {
+        let key = support::unique("adopt");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let token = format!("{id}.retried");
+        let ttl = 3 * SECOND;
+        let first = backend
+            .acquire(&key, kind, &token, ttl, None)
+            .await
+            .expect("first try")
+            .expect("granted");
+        let path = hold_key(&root, &key, kind, &id);
+        let found = raw.get(path.as_str(), None).await.expect("get");
+        let lease = found
+            .kvs()
+            .first()
+            .expect("the key of the first try")
+            .lease();
+        // Two thirds of the lease pass: about one second is left of it.
+        tokio::time::sleep(2 * SECOND).await;
+        let again = Instant::now();
+        let second = backend
+            .acquire(&key, kind, &token, ttl, None)
+            .await
+            .expect("second try")
+            .expect("granted");
+        let left = raw
+            .lease_time_to_live(lease, None)
+            .await
+            .expect("lease time to live")
+            .ttl();
+        // Renewed to 3 s a moment ago (etcd rounds down): 2. Without the renewal: 0 or 1.
+        assert!(
+            left >= 2,
+            "{kind:?}: the found key's lease was renewed: {left} s left"
+        );
+        assert!(second.sent_at >= again, "{kind:?}");
+        assert_eq!(second.fence, first.fence, "{kind:?}: the same key");
+        let found = raw.get(path.as_str(), None).await.expect("get");
+        assert_eq!(
+            found.kvs().first().map(|kv| kv.lease()),
+            Some(lease),
+            "{kind:?}: the key stays on its lease"
+        );
+        assert!(backend.release(&key, kind, &token).await.expect("release"));
+    }
+}
+
+/// Every lease an acquire granted (one per try) is revoked by its release: a put of an earlier
+/// try that lands only after the release (a request delayed on the network) fails, instead of
+/// making a key that would block the lock for a whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_revokes_the_leases_of_every_try_of_its_acquire() {
+    use dlock::backend::Backend;
+    use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+    let backend = backend().await;
+    let (mut raw, root) = raw().await;
+    for kind in [dlock::Kind::Exclusive, dlock::Kind::Permit(2)] {
+        let key = support::unique("tries");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let token = format!("{id}.retried");
+        let path = hold_key(&root, &key, kind, &id);
+        let ttl = 30 * SECOND;
+        backend
+            .acquire(&key, kind, &token, ttl, None)
+            .await
+            .expect("first try")
+            .expect("granted");
+        let found = raw.get(path.as_str(), None).await.expect("get");
+        let first_lease = found.kvs().first().expect("the first try's key").lease();
+        // As if the first try's put had not landed yet when the second try ran.
+        raw.delete(path.as_str(), None).await.expect("delete");
+        backend
+            .acquire(&key, kind, &token, ttl, None)
+            .await
+            .expect("second try")
+            .expect("granted");
+        assert!(backend.release(&key, kind, &token).await.expect("release"));
+        // The first try's put (create-if-absent on its lease) lands now.
+        let late = Txn::new()
+            .when([Compare::create_revision(path.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                path.as_str(),
+                "late",
+                Some(PutOptions::new().with_lease(first_lease)),
+            )]);
+        let landed = raw.txn(late).await;
+        assert!(
+            landed.is_err(),
+            "{kind:?}: the first try's lease is revoked, so its late put fails: {landed:?}"
+        );
+        let other = format!("{}.other", uuid::Uuid::new_v4().simple());
+        let next = backend
+            .acquire(&key, kind, &other, ttl, Some(Instant::now() + 5 * SECOND))
+            .await
+            .expect("acquire");
+        assert!(next.is_some(), "{kind:?}: nothing blocks the lock");
+        backend.release(&key, kind, &other).await.expect("release");
+    }
+}

@@ -536,3 +536,57 @@ async fn fixed_leases_end_and_watchdog_leases_are_renewed_for_every_kind() {
     raw.assert_clean(&[raw.rw(&key), raw.rw(&format!("{key}/w")), raw.sem(&key)])
         .await;
 }
+
+/// A writer whose fence store is delayed until after its node is gone (its session presumed
+/// dead and the node removed) must not store that older fence over a later writer's: the store
+/// is checked against the node's existence, fails, and the writer is not granted; a reader then
+/// sees the later writer's fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_fence_stored_late_never_lowers_the_read_fence() {
+    let raw = Raw::connect().await;
+    let key = unique("rwlatefence");
+    let dir = raw.rw(&key);
+    let (a, b) = (locker().await, locker().await);
+    // Long enough for the steps below (a delete and one uncontended write hold: milliseconds on
+    // loopback) on a loaded machine.
+    let pause = Duration::from_secs(3);
+    dlock::backend::zookeeper::test_hooks::pause_before_write_fence(
+        &dir[raw.root.len() + 1..],
+        pause,
+    );
+    let late = {
+        let (a, key) = (a.clone(), key.clone());
+        tokio::spawn(async move { a.write_lock(key.as_str()).await })
+    };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        dlock::backend::zookeeper::test_hooks::write_fence_paused(),
+    )
+    .await
+    .expect("the first writer is granted and pauses before storing its fence");
+    // Its node goes, as when its session is presumed dead and the node removed.
+    let nodes = raw.nodes(&dir).await;
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    raw.client
+        .delete(&format!("{dir}/{}", nodes[0]), None)
+        .await
+        .expect("delete the first writer's node");
+
+    let second = b.write_lock(key.as_str()).await.expect("the next writer");
+    let higher = second.fence().expect("a writer has a fence");
+    second.release().await.expect("release");
+
+    let stale = late.await.expect("task");
+    assert!(
+        stale.is_err(),
+        "a writer whose node went before its fence was stored is not granted: {stale:?}"
+    );
+    let reading = b.read_lock(key.as_str()).await.expect("read");
+    assert_eq!(
+        reading.fence(),
+        Some(higher),
+        "the read fence never goes back"
+    );
+    reading.release().await.expect("release");
+    raw.assert_clean(&[dir]).await;
+}

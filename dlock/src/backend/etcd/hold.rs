@@ -6,13 +6,101 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
-use super::{lease_secs, EtcdBackend, Held, NAME, REQUEST_TIMEOUT};
+use super::{backend_err, lease_secs, EtcdBackend, Held, NAME, REQUEST_TIMEOUT};
 use crate::Result;
 
 /// The shortest pause between keep-alives of a queued key's lease.
 const MIN_RENEW: Duration = Duration::from_millis(500);
 
+impl Held {
+    /// Every lease of this hold: its key's, then those of earlier tries of its acquire.
+    pub(super) fn leases(&self) -> impl Iterator<Item = i64> + '_ {
+        std::iter::once(self.lease).chain(self.earlier.iter().copied().filter(|&l| l != self.lease))
+    }
+}
+
 impl EtcdBackend {
+    /// Grants the lease of `token`'s key `path` (`ttl`, in whole seconds) and records the hold
+    /// before its key is put, so a cancelled acquire's release finds and revokes it; the leases
+    /// of earlier tries of this acquire stay recorded (see [`Held::earlier`]). Returns the hold
+    /// and when the grant was sent (the lease counts from there).
+    pub(super) async fn new_lease(
+        &self,
+        path: &[u8],
+        ttl: Duration,
+        token: &str,
+    ) -> Result<(Held, Instant)> {
+        let mut client = self.client.clone();
+        let sent = Instant::now();
+        let lease = client
+            .lease_grant(lease_secs(ttl), None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut held = self.held();
+        let earlier = held
+            .get(token)
+            .filter(|h| h.path == path)
+            .map(|h| h.leases().collect())
+            .unwrap_or_default();
+        let new = Held {
+            path: path.to_vec(),
+            lease: lease.id(),
+            ttl_s: lease.ttl(),
+            earlier,
+        };
+        held.insert(token.to_owned(), new.clone());
+        Ok((new, sent))
+    }
+
+    /// Takes over `token`'s key made by an earlier try of this acquire, on that try's `lease`
+    /// (`held` is this try's, whose lease is revoked): renews `lease` at once, since it was last
+    /// renewed before this try began (up to a third of its length earlier, more after a slow
+    /// failure), and returns the hold and when that renewal was sent (the lease counts from
+    /// there, not from this try's start).
+    pub(super) async fn adopt(
+        &self,
+        held: Held,
+        lease: i64,
+        token: &str,
+    ) -> Result<(Held, Instant)> {
+        let mut client = self.client.clone();
+        let _ = client.lease_revoke(held.lease).await;
+        let held = Held {
+            lease,
+            earlier: held.earlier.into_iter().filter(|&l| l != lease).collect(),
+            ..held
+        };
+        self.held().insert(token.to_owned(), held.clone());
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_keep_alive(lease)).await;
+        match answer {
+            Ok(Ok(_)) => Ok((held, sent)),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(why)))
+                if why.contains("lease not found") =>
+            {
+                Err(backend_err(
+                    "the lock key of this token lost its lease while being made",
+                ))
+            }
+            Ok(Err(e)) => Err(self.err(e)),
+            Err(_) => Err(backend_err(
+                "no answer to the keep-alive of the lock key's lease within 5s",
+            )),
+        }
+    }
+
+    /// Forgets `token`'s hold after its acquire found its key gone, revoking the leases of
+    /// earlier tries (best effort), on which a late put could still make the key.
+    pub(super) async fn forget(&self, token: &str) {
+        let Some(held) = self.held().remove(token) else {
+            return;
+        };
+        let mut client = self.client.clone();
+        for lease in held.leases() {
+            let _ = client.lease_revoke(lease).await;
+        }
+    }
+
     /// Keeps the lease of a queued key (one waiting for its turn) alive: nobody else renews
     /// it before the lock is granted (the Locker's watchdog starts then), and a wait may be
     /// longer than the lease. A keep-alive every third of the lease's length (at least
@@ -99,6 +187,7 @@ impl EtcdBackend {
                     path: path.to_vec(),
                     lease,
                     ttl_s: granted,
+                    earlier: Vec::new(),
                 };
                 self.held().insert(token.to_owned(), held.clone());
                 held

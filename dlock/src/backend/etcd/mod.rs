@@ -29,8 +29,15 @@
 //! HTTP/2 pings (while a request or watch is open) find a connection that hangs dead within
 //! 9 s (a ping 6 s after the last frame read, unanswered for 3 s), and the client opens a new
 //! one for the next request. Requests on it meanwhile time out after 5 s and are tried again
-//! (until the caller's deadline, 5 s without one) by the operations for which a second try is
-//! safe (all but `force_release`).
+//! (until the caller's deadline; without one, for 5 s from an acquire's first failure or from
+//! the start of any other operation) by the operations for which a second try is safe (all but
+//! `force_release`).
+//!
+//! An acquire tried again finds the key an earlier try made (its path holds the token) and
+//! keeps it, on that try's lease: it renews that lease at once and counts the grant's lease
+//! from that renewal, not from its own start. Every lease an acquire granted is remembered
+//! until the hold ends and revoked by its release, since a put of an earlier try may still
+//! land after the release deleted the key (a put on a revoked lease fails).
 //!
 //! # Fence
 //! The key's `create_revision`: etcd's revision grows with every write to the cluster and never
@@ -112,6 +119,11 @@ struct Held {
     lease: i64,
     /// The lease's length as granted, in seconds.
     ttl_s: i64,
+    /// Leases granted by earlier tries of this hold's acquire (one retried after a timed-out
+    /// request): a put of such a try may still be on its way and land later, even after a
+    /// release deleted the key, so every removal revokes them too (a put on a revoked lease
+    /// fails).
+    earlier: Vec<i64>,
 }
 
 /// The etcd [`Backend`]; see the [module docs](self).
@@ -405,33 +417,29 @@ impl EtcdBackend {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Creates our key (once) and returns its create revision.
-    async fn create(&self, path: &[u8], ttl: Duration, token: &str) -> Result<(Held, i64)> {
+    /// Creates our key (once) and returns it, its create revision, and when its lease was
+    /// last renewed (sent): the lease of the grant counts from there.
+    async fn create(
+        &self,
+        path: &[u8],
+        ttl: Duration,
+        token: &str,
+    ) -> Result<(Held, i64, Instant)> {
         let mut client = self.client.clone();
-        let ttl_s = lease_secs(ttl);
-        let lease = client
-            .lease_grant(ttl_s, None)
-            .await
-            .map_err(|e| self.err(e))?;
-        let held = Held {
-            path: path.to_vec(),
-            lease: lease.id(),
-            ttl_s: lease.ttl(),
-        };
-        // Known before the put: a cancelled acquire's release finds and removes it.
-        self.held().insert(token.to_owned(), held.clone());
+        let (held, lease_from) = self.new_lease(path, ttl, token).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(path, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 path,
                 inspect::key_value(token),
-                Some(PutOptions::new().with_lease(lease.id())),
+                Some(PutOptions::new().with_lease(held.lease)),
             )])
             .or_else([TxnOp::get(path, None)]);
         let done = client.txn(txn).await.map_err(|e| self.err(e))?;
         if !done.succeeded() {
             // The key of this token exists: made by an earlier try of this same acquire (one
-            // retried after the auth token expired); it is ours, with its own lease.
+            // retried after a timed-out request or an expired auth token); it is ours, with
+            // that try's lease.
             let existing = done.op_responses().into_iter().find_map(|op| match op {
                 TxnOpResponse::Get(get) => get
                     .kvs()
@@ -444,16 +452,14 @@ impl EtcdBackend {
                     "the lock key of this token vanished while being made",
                 ));
             };
-            let _ = client.lease_revoke(held.lease).await;
-            let held = Held { lease, ..held };
-            self.held().insert(token.to_owned(), held.clone());
-            return Ok((held, revision));
+            let (held, lease_from) = self.adopt(held, lease, token).await?;
+            return Ok((held, revision, lease_from));
         }
         let revision = done
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| backend_err("transaction without a header"))?;
-        Ok((held, revision))
+        Ok((held, revision, lease_from))
     }
 
     /// Deletes our key and revokes its lease; `true` when the key was there.
@@ -464,8 +470,10 @@ impl EtcdBackend {
             .await
             .map_err(|e| self.err(e))?
             .deleted();
-        // Best effort: the lease expires by itself otherwise.
-        let _ = client.lease_revoke(held.lease).await;
+        // Best effort: the leases expire by themselves otherwise.
+        for lease in held.leases() {
+            let _ = client.lease_revoke(lease).await;
+        }
         Ok(deleted > 0)
     }
 
@@ -478,10 +486,10 @@ impl EtcdBackend {
     ) -> Result<Option<Grant>> {
         let prefix = self.prefix(key);
         let path = Self::lock_path(&prefix, token);
-        // When the lease was last renewed (sent): its grant at first, then each keep-alive
-        // while queued.
-        let mut lease_from = Instant::now();
-        let (held, mine) = within_wait(NAME, deadline, self.create(&path, ttl, token)).await?;
+        // When the lease was last renewed (sent): its grant (or, for a key adopted from an
+        // earlier try, a keep-alive) at first, then each keep-alive while queued.
+        let (held, mine, mut lease_from) =
+            within_wait(NAME, deadline, self.create(&path, ttl, token)).await?;
         let mut client = self.client.clone();
         loop {
             let listing = within_wait(NAME, deadline, async {
@@ -503,7 +511,7 @@ impl EtcdBackend {
                 .map(|kv| kv.key().to_vec());
             if !listing.kvs().iter().any(|kv| kv.key() == path.as_slice()) {
                 // Our key is gone: its lease expired or it was deleted while we queued.
-                self.held().remove(token);
+                self.forget(token).await;
                 return Err(backend_err(
                     "the lock key vanished while queued (its lease expired?)",
                 ));
@@ -512,7 +520,7 @@ impl EtcdBackend {
                 return Ok(Some(Grant::new(u64::try_from(mine).ok(), lease_from)));
             };
             if remaining(deadline).is_some_and(|l| l.is_zero()) {
-                self.held().remove(token);
+                let held = self.held().remove(token).unwrap_or(held);
                 self.remove(&held).await?;
                 return Ok(None);
             }
@@ -574,7 +582,8 @@ impl Backend for EtcdBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> BoxFuture<'a, Result<Option<Grant>>> {
-        let until = deadline.unwrap_or_else(|| Instant::now() + UNREACHABLE_RETRY_FOR);
+        // Without a deadline: a few seconds from the first failure (see `retrying`).
+        let until = deadline;
         if kind != Kind::Exclusive {
             // Read, write and permit holds: see the `shared` module.
             return Box::pin(self.retrying(until, AfterTimeout::Retry, move || {
@@ -594,7 +603,7 @@ impl Backend for EtcdBackend {
         kind: Kind,
         token: &'a str,
     ) -> BoxFuture<'a, Result<bool>> {
-        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        let until = Some(Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(async move {
             let path = self.hold_path(key, kind, token);
             self.retrying(until, AfterTimeout::Retry, || {
@@ -611,7 +620,7 @@ impl Backend for EtcdBackend {
         token: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool>> {
-        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        let until = Some(Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(async move {
             let path = self.hold_path(key, kind, token);
             self.retrying(until, AfterTimeout::Retry, || {
@@ -624,21 +633,21 @@ impl Backend for EtcdBackend {
     /// The lowest `create_revision` under the lock's prefix: owner from its value, that
     /// revision as fence, time left on its lease. See "Inspection" in the module docs.
     fn inspect<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<LockInfo>>> {
-        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        let until = Some(Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(self.retrying(until, AfterTimeout::Retry, move || self.inspect_inner(key)))
     }
 
     /// One key range read (in pages) and one lease lookup per holder. See "Inspection" in
     /// the module docs.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
-        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        let until = Some(Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(self.retrying(until, AfterTimeout::Retry, move || self.list_inner(prefix)))
     }
 
     /// Deletes the holder's key (its waiter's watch fires) and revokes its lease. See
     /// "Inspection" in the module docs.
     fn force_release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
-        let until = Instant::now() + UNREACHABLE_RETRY_FOR;
+        let until = Some(Instant::now() + UNREACHABLE_RETRY_FOR);
         Box::pin(self.retrying(until, AfterTimeout::Fail, move || {
             self.force_release_inner(key)
         }))

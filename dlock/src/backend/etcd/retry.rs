@@ -69,10 +69,12 @@ pub(super) enum AfterTimeout {
 impl EtcdBackend {
     /// `op`, logged in; again (logged in anew) after an expired auth token, and again every
     /// 100 ms until `until` while the cluster cannot answer (and after a timed-out request,
-    /// when `after_timeout` allows).
+    /// when `after_timeout` allows). `until: None` allows [`UNREACHABLE_RETRY_FOR`] from the
+    /// first failure (an acquire without a deadline may wait long before its first failure:
+    /// a window counted from its start would have closed by then).
     pub(super) async fn retrying<T, F, Fut>(
         &self,
-        until: Instant,
+        until: Option<Instant>,
         after_timeout: AfterTimeout,
         op: F,
     ) -> Result<T>
@@ -82,8 +84,14 @@ impl EtcdBackend {
     {
         self.logged_in().await?;
         let mut relogged = false;
+        let mut until = until;
         loop {
-            match op().await {
+            let answer = op().await;
+            if answer.is_err() && until.is_none() {
+                until = Some(Instant::now() + UNREACHABLE_RETRY_FOR);
+            }
+            let until = until.unwrap_or_else(Instant::now);
+            match answer {
                 Err(_) if self.token_expired() && !relogged => {
                     relogged = true;
                     self.logged_in().await?;

@@ -55,13 +55,15 @@ use etcd_client::{
     TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
 };
 
-use super::{backend_err, encode_key, inspect, lease_secs, EtcdBackend, Held, NAME};
+use super::{backend_err, encode_key, inspect, EtcdBackend, Held, NAME};
 use crate::backend::{permit_mismatch, remaining, token_parts, within_wait, Grant, Kind};
 use crate::Result;
 
 /// How often a semaphore's creation is tried again when the key of another count that made
 /// it fail was gone before it could be read.
 const CREATE_TRIES: usize = 5;
+/// The pause before looking at the queue again when a look decided nothing.
+const AGAIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// What a waiter waits for.
 enum Watch {
@@ -132,7 +134,8 @@ impl EtcdBackend {
     }
 
     /// Creates our semaphore key (once) if every key of the semaphore names `permits`; returns
-    /// it and its create revision, or [`permit_mismatch`].
+    /// it, its create revision and when its lease was last renewed (as
+    /// [`create`](EtcdBackend::create)), or [`permit_mismatch`].
     async fn create_permit(
         &self,
         key: &str,
@@ -140,19 +143,10 @@ impl EtcdBackend {
         path: &[u8],
         ttl: Duration,
         token: &str,
-    ) -> Result<(Held, i64)> {
+    ) -> Result<(Held, i64, Instant)> {
         let mut client = self.client.clone();
-        let lease = client
-            .lease_grant(lease_secs(ttl), None)
-            .await
-            .map_err(|e| self.err(e))?;
-        let held = Held {
-            path: path.to_vec(),
-            lease: lease.id(),
-            ttl_s: lease.ttl(),
-        };
-        // Known before the put: a cancelled acquire's release finds and removes it.
-        self.held().insert(token.to_owned(), held.clone());
+        let (held, lease_from) = self.new_lease(path, ttl, token).await?;
+        let lease = held.lease;
         let base = self.semaphore_prefix(key).into_bytes();
         let ours = format!("{}{permits}/", self.semaphore_prefix(key)).into_bytes();
         // The keys of other counts: before and after the range of ours.
@@ -176,7 +170,7 @@ impl EtcdBackend {
                 .and_then([TxnOp::put(
                     path,
                     value.clone(),
-                    Some(PutOptions::new().with_lease(lease.id())),
+                    Some(PutOptions::new().with_lease(lease)),
                 )])
                 .or_else([
                     TxnOp::get(path, None),
@@ -195,31 +189,24 @@ impl EtcdBackend {
                     .header()
                     .map(|h| h.revision())
                     .ok_or_else(|| backend_err("transaction without a header"))?;
-                return Ok((held, revision));
+                return Ok((held, revision, lease_from));
             }
             if let Some(kv) = got(&done, 0).and_then(|g| g.kvs().first().cloned()) {
-                // Made by an earlier try of this same acquire: ours, with its own lease.
-                let _ = client.lease_revoke(held.lease).await;
-                let held = Held {
-                    lease: kv.lease(),
-                    ..held
-                };
-                self.held().insert(token.to_owned(), held.clone());
-                return Ok((held, kv.create_revision()));
+                // Made by an earlier try of this same acquire: ours, with that try's lease.
+                let (held, lease_from) = self.adopt(held, kv.lease(), token).await?;
+                return Ok((held, kv.create_revision(), lease_from));
             }
             let other = [1, 2]
                 .into_iter()
                 .filter_map(|n| got(&done, n))
                 .find_map(|g| g.kvs().first().map(|kv| kv.key().to_vec()));
             if let Some(other) = other {
-                self.held().remove(token);
-                let _ = client.lease_revoke(held.lease).await;
+                self.forget(token).await;
                 return Err(permit_mismatch(permits, permits_of(&other, &base)));
             }
             // The other count's keys went between the compare and the read: try again.
         }
-        self.held().remove(token);
-        let _ = client.lease_revoke(held.lease).await;
+        self.forget(token).await;
         Err(permit_mismatch(permits, None))
     }
 
@@ -369,30 +356,35 @@ impl EtcdBackend {
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>> {
         let path = self.hold_path(key, kind, token);
-        let mut lease_from = Instant::now();
         let created = within_wait(NAME, deadline, async {
             match kind {
                 Kind::Permit(n) => self.create_permit(key, n, &path, ttl, token).await,
                 _ => self.create(&path, ttl, token).await,
             }
         });
-        let (held, mine) = created.await?;
+        // `lease_from`: when the lease was last renewed (sent), see `keep_queued`.
+        let (held, mine, mut lease_from) = created.await?;
         loop {
             let turn = within_wait(NAME, deadline, self.turn(key, kind, &path, mine)).await?;
             let (watch, at) = match turn {
                 Turn::Granted(fence) => return Ok(Some(Grant::new(fence, lease_from))),
                 Turn::Vanished => {
-                    self.held().remove(token);
+                    self.forget(token).await;
                     return Err(backend_err(
                         "the lock key vanished while queued (its lease expired?)",
                     ));
                 }
-                Turn::Again => continue,
+                Turn::Again => {
+                    // Cannot happen (see `Turn::Again`); a short pause keeps a surprise from
+                    // becoming a busy loop.
+                    tokio::time::sleep(AGAIN_PAUSE).await;
+                    continue;
+                }
                 Turn::Wait(watch, at) => (watch, at),
             };
             if remaining(deadline).is_some_and(|l| l.is_zero()) {
                 // Deleting our key wakes whoever waited on it (readers behind a writer).
-                self.held().remove(token);
+                let held = self.held().remove(token).unwrap_or(held);
                 self.remove(&held).await?;
                 return Ok(None);
             }

@@ -140,6 +140,10 @@ use crate::{Error, Result};
 mod inspect;
 mod shared;
 
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use shared::hooks as test_hooks;
+
 const NAME: &str = "zookeeper";
 const DEFAULT_ROOT: &str = "/dlock";
 const DEFAULT_PORT: u16 = 2181;

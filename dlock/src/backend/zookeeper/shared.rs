@@ -48,9 +48,11 @@
 //! # Fences
 //!
 //! A writer's or a permit holder's fence is its node's `czxid`, which grows in queue order, as
-//! the mutex's. A granted writer writes its fence into the queue directory's data (decimal); a
-//! granted reader reads it there: the last writer wrote it before deleting its node, and no
-//! writer can be granted while the reader's node is queued. The fence lives as long as the
+//! the mutex's. A granted writer writes its fence into the queue directory's data (decimal), in
+//! one transaction with a check that its node still exists (so a write delayed past the loss
+//! of its node cannot land after a later writer's and lower the fence); a granted reader reads
+//! it there: the last writer wrote it before deleting its node, and no writer can be granted
+//! while the reader's node is queued. The fence lives as long as the
 //! directory: when a key stays unused until the server's container sweep (by default within a
 //! minute) removes its empty directory, readers see `None` until the next write (keeping it for
 //! ever would take a node per key ever written).
@@ -317,7 +319,7 @@ impl ZookeeperBackend {
             };
             let watch = match decide(mark, &queue[..place]) {
                 Decision::Hold => {
-                    let fence = self.fence(session, dir, mark, czxid).await?;
+                    let fence = self.fence(session, dir, &path, mark, czxid).await?;
                     let sent_at = if first { created_at } else { checked_at };
                     return Ok(Outcome::Held(Grant {
                         fence,
@@ -377,12 +379,22 @@ impl ZookeeperBackend {
         }
     }
 
-    /// The fence of a hold just granted: a writer's czxid, stored in the directory's data for
-    /// the readers after it; a reader's, the last writer's from there; a permit's, its czxid.
+    /// The fence of a hold just granted (our node: `path`): a writer's czxid, stored in the
+    /// directory's data for the readers after it; a reader's, the last writer's from there; a
+    /// permit's, its czxid.
+    ///
+    /// A writer stores its fence in one transaction with a check that its node still exists:
+    /// a store sent before the node went (the session presumed dead and the node deleted, or
+    /// expired) but applied after would otherwise overwrite a later writer's higher fence, and
+    /// readers would see the fence go back. While the node exists no later writer is granted
+    /// (each waits for every node ahead), and an earlier writer's store was applied while its
+    /// node existed, before this writer found itself first: stores land in fence order, so
+    /// the stored value never decreases and no compare with it is needed.
     async fn fence(
         &self,
         session: &Session,
         dir: &str,
+        path: &str,
         mark: Mark,
         czxid: i64,
     ) -> Result<Option<u64>, Fail> {
@@ -391,12 +403,28 @@ impl ZookeeperBackend {
             Mark::Permits(_) => Ok(own),
             Mark::Write => {
                 let text = czxid.to_string();
-                Self::retry(session, || {
-                    session.client.set_data(dir, text.as_bytes(), None)
+                #[cfg(feature = "test-hooks")]
+                hooks::before_write_fence(dir).await;
+                let stored = Self::retry(session, || {
+                    let mut txn = session.client.new_multi_writer();
+                    // `commit` sends at once: only a transaction built whole.
+                    let commit = txn
+                        .add_check_version(path, -1)
+                        .and_then(|()| txn.add_set_data(dir, text.as_bytes(), None))
+                        .map(|()| txn.commit());
+                    async move { commit?.await.map(drop).map_err(zk::Error::from) }
                 })
-                .await
-                .map_err(Fail::op("record write fence", dir))?;
-                Ok(own)
+                .await;
+                match stored {
+                    Ok(()) => Ok(own),
+                    // The check failed: our node is gone, and with it the hold (a retry after
+                    // a lost reply may have stored the fence first, while the node existed).
+                    Err(zk::Error::NoNode) if session.alive() => Err(Fail::Vanished {
+                        path: path.to_owned(),
+                    }),
+                    Err(zk::Error::NoNode) => Err(session.lost()),
+                    Err(e) => Err(Fail::op("record write fence", dir)(e)),
+                }
             }
             Mark::Read => match Self::retry(session, || session.client.get_data(dir)).await {
                 Ok((data, _)) => Ok(parse_fence(&data)),
@@ -454,6 +482,46 @@ impl ZookeeperBackend {
             Err(e) if is_session_error(&e) => Ok(false),
             Err(e) => Err(Fail::op("check lock node", &node.path)(e).into()),
         }
+    }
+}
+
+/// A test hook (cargo feature `test-hooks`, for dlock's own tests; not part of the API).
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod hooks {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    static PAUSE: Mutex<Vec<(String, Duration)>> = Mutex::new(Vec::new());
+    static PAUSED: Notify = Notify::const_new();
+
+    /// The next granted ZooKeeper writer whose queue path contains `marker` pauses `delay`
+    /// before it stores its fence (as a store delayed on the network would).
+    pub fn pause_before_write_fence(marker: &str, delay: Duration) {
+        PAUSE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((marker.to_owned(), delay));
+    }
+
+    /// Resolves when a writer paused by [`pause_before_write_fence`] (or at once if one did
+    /// since the last call).
+    pub async fn write_fence_paused() {
+        PAUSED.notified().await;
+    }
+
+    pub(super) async fn before_write_fence(dir: &str) {
+        let delay = {
+            let mut pauses = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
+            match pauses.iter().position(|(m, _)| dir.contains(m.as_str())) {
+                Some(i) => pauses.remove(i).1,
+                None => return,
+            }
+        };
+        PAUSED.notify_one();
+        tokio::time::sleep(delay).await;
     }
 }
 
