@@ -2,13 +2,16 @@
 //! `support::mysql_url()` (`scripts/services.sh up`), plus the corners of the design (see
 //! `dlock/src/backend/mysql/shared.rs`): a writer that gives up or is dropped stops holding
 //! readers back at once, a writer that vanished while waiting holds them back for its waiting
-//! lease only, fences strictly increase, renewals keep every kind, a missing holds table is named
-//! with the statement to run, and a user granted only the four statements on both tables needs
-//! no `CREATE`.
+//! lease only, fences strictly increase, renewals keep every kind, many local waiters behind a
+//! stalled gate leave the holder's renewals a connection, a missing holds table is named with the
+//! statement to run, a wrongly keyed one is refused at connect, and a user granted only the four
+//! statements on both tables needs no `CREATE`.
 //!
 //! Bounds are generous: the suite runs on 2-core machines beside other test binaries.
 
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlock::{Error, Locker};
@@ -385,4 +388,122 @@ async fn least_privilege_needs_no_create_for_the_holds_table() {
         .await
         .expect("clean up");
     outcome.expect("read-write locks and semaphores with the four statements only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_local_waiters_do_not_starve_the_holders_renewals() {
+    // 40 writers of one Locker wait on a key its watchdog writer holds with a 3 s lease (renewed
+    // every second through the same pool of 16 connections), while the key's gate row is held
+    // for 4 s at a time by another session, as a stalled decision elsewhere holds it: every
+    // decision of the key queues behind it. The Locker's decisions of a key take turns, so they
+    // hold one connection, not all of them: the renewals (which need no gate) get through and
+    // the holder keeps the key for the 10 s it holds it; then every waiter gets its turn.
+    let locker = locker().await;
+    let db = db().await;
+    let key = unique("my-crowd");
+    let held = locker
+        .write_lock(key.as_str())
+        .ttl(Duration::from_secs(3))
+        .watchdog(true)
+        .await
+        .expect("write");
+    let inside = Arc::new(AtomicUsize::new(0));
+    let mut waiters = Vec::new();
+    for _ in 0..40 {
+        let (request, inside) = (
+            locker
+                .write_lock(key.as_str())
+                .wait(Duration::from_secs(120)),
+            inside.clone(),
+        );
+        waiters.push(tokio::spawn(async move {
+            let g = request.await?;
+            inside.fetch_add(1, Ordering::SeqCst);
+            g.release().await
+        }));
+    }
+    let started = Instant::now();
+    let stall = {
+        let (db, key) = (db.clone(), key.clone());
+        tokio::spawn(async move {
+            while started.elapsed() < Duration::from_secs(9) {
+                let mut tx = db.begin().await.expect("begin");
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT kind FROM {HOLDS} \
+                     WHERE space = 1 AND lock_name = ? AND secret_key = '' FOR UPDATE"
+                )))
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await
+                .expect("lock the gate row");
+                // Under the server's 5 s lock-wait timeout: the queued decisions wait, not fail.
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                tx.commit().await.expect("commit");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            held.is_held(),
+            "the hold was lost after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(inside.load(Ordering::SeqCst), 0, "a waiter got in");
+    }
+    stall.await.expect("stalling task");
+    held.release().await.expect("release");
+    let released = Instant::now();
+    for w in waiters {
+        // 40 writes one after another, each a decision and a release: seconds at most; 60 s
+        // allows a loaded machine.
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("every waiter gets through")
+            .expect("task")
+            .expect("write");
+    }
+    eprintln!("40 waiting writers got through in {:?}", released.elapsed());
+}
+
+#[tokio::test]
+async fn a_wrongly_keyed_holds_table_is_refused_at_connect() {
+    // An administrator made the holds table keyed by `id` alone (and in a case-insensitive
+    // collation): a decision would not read and lock the key's gate row first. Connect says so.
+    let table = format!("dlock_badkey_{}", uuid::Uuid::new_v4().simple());
+    let db = db().await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {table}_holds (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+           space TINYINT NOT NULL, lock_name VARCHAR(255) CHARACTER SET ascii NOT NULL, \
+           secret_key VARCHAR(64) CHARACTER SET ascii COLLATE ascii_general_ci NOT NULL, \
+           owner VARCHAR(128) NULL, lock_key MEDIUMTEXT NULL, kind TINYINT NOT NULL, \
+           permits INT UNSIGNED NULL, fence BIGINT NULL, expire_at DATETIME(6) NOT NULL) \
+         ENGINE=InnoDB"
+    )))
+    .execute(&db)
+    .await
+    .expect("create the wrongly keyed table");
+    let outcome = Locker::connect(&format!("{}?table={table}", mysql_url())).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {table}, {table}_holds"
+    )))
+    .execute(&db)
+    .await
+    .expect("drop the test tables");
+    match outcome {
+        Err(e @ Error::Backend { .. }) => {
+            let message = e.to_string();
+            for part in [
+                format!("`{table}_holds`"),
+                "its primary key is (id)".to_owned(),
+                "`secret_key` has the collation ascii_general_ci".to_owned(),
+                "PRIMARY KEY (space, lock_name, secret_key)".to_owned(),
+            ] {
+                assert!(message.contains(&part), "{part:?} missing from: {message}");
+            }
+        }
+        Err(other) => panic!("expected a backend error naming the key, got {other:?}"),
+        Ok(_) => panic!("connect accepted a holds table keyed by id"),
+    }
 }

@@ -1,7 +1,7 @@
 //! The lock table: created when missing, checked when present, and given the inspection columns
 //! (`owner`, `lock_key`) when it was made by an older dlock (see the module docs, "The table");
-//! and the holds table of read-write locks and semaphores, created when missing (see
-//! [`shared`](super::shared)).
+//! and the holds table of read-write locks and semaphores, created when missing and checked for
+//! its primary key when present (see [`shared`](super::shared)).
 
 use sqlx::mysql::MySqlConnection;
 use sqlx::AssertSqlSafe;
@@ -29,7 +29,8 @@ pub(super) async fn ensure_table(conn: &mut MySqlConnection, table: &str) -> Res
     ensure_holds(conn, table).await
 }
 
-/// Creates the holds table of read-write locks and semaphores when the user sees none. A user
+/// Creates the holds table of read-write locks and semaphores when the user sees none, and checks
+/// the primary key of one it sees ([`check_holds_key`]). A user
 /// granted only the four statements on both tables sees both (`information_schema` shows the
 /// tables a user has a privilege on), so `CREATE` is never sent for it. Mutexes work without
 /// the table: a user who may not create it is told in the log, and a read-write lock or
@@ -45,7 +46,7 @@ async fn ensure_holds(conn: &mut MySqlConnection, table: &str) -> Result<()> {
     .await
     .map_err(backend_err)?;
     if seen.is_some() {
-        return Ok(());
+        return check_holds_key(conn, &holds).await;
     }
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {} ({HOLDS_COLUMNS}) ENGINE=InnoDB",
@@ -58,6 +59,67 @@ async fn ensure_holds(conn: &mut MySqlConnection, table: &str) -> Result<()> {
         tracing::info!(target: "dlock", backend = super::NAME, statement = %ddl, error = %e, "could not create the table of read-write locks and semaphores; mutexes work, read-write locks and semaphores fail until an administrator runs the statement");
     }
     Ok(())
+}
+
+/// Checks that an existing holds table has `PRIMARY KEY (space, lock_name, secret_key)` (whole
+/// columns) with binary collations: a decision's locking read of a key's rows must find and
+/// lock the key's gate row (`secret_key = ''`, first in that order) before the others, and
+/// tell tokens and keys apart byte for byte. A table keyed otherwise is refused at connect,
+/// naming what is wrong.
+async fn check_holds_key(conn: &mut MySqlConnection, holds: &str) -> Result<()> {
+    let key: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT CAST(LOWER(COLUMN_NAME) AS CHAR), CAST(SUB_PART AS SIGNED) \
+         FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' \
+         ORDER BY SEQ_IN_INDEX",
+    )
+    .bind(holds)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend_err)?;
+    let collations: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(LOWER(COLUMN_NAME) AS CHAR), \
+                CAST(LOWER(COALESCE(COLLATION_NAME, '')) AS CHAR) \
+         FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+           AND LOWER(COLUMN_NAME) IN ('lock_name', 'secret_key')",
+    )
+    .bind(holds)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend_err)?;
+    let mut wrong = Vec::new();
+    let columns: Vec<&str> = key.iter().map(|(c, _)| c.as_str()).collect();
+    if columns != ["space", "lock_name", "secret_key"] {
+        wrong.push(if columns.is_empty() {
+            "it has no primary key".to_owned()
+        } else {
+            format!("its primary key is ({})", columns.join(", "))
+        });
+    } else if key.iter().any(|(_, prefix)| prefix.is_some()) {
+        wrong.push("its primary key indexes column prefixes, not whole columns".to_owned());
+    }
+    for (column, collation) in &collations {
+        if !(collation.ends_with("_bin") || collation == "binary") {
+            wrong.push(format!(
+                "its column `{column}` has the collation {collation}, not a binary one"
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    let h = quote(holds);
+    Err(backend_err(format!(
+        "the table {h} of read-write locks and semaphores exists but {}: dlock needs PRIMARY \
+         KEY (space, lock_name, secret_key) over whole columns, with `lock_name` and \
+         `secret_key` in CHARACTER SET ascii COLLATE ascii_bin, so that a decision locks a \
+         key's gate row (secret_key '') first; have an administrator make it match ({}) \
+         keeping its AUTO_INCREMENT counter (the fences), or give dlock its own tables with \
+         `?table=name` in the URL",
+        wrong.join(", "),
+        HOLDS_COLUMNS
+    )))
 }
 
 async fn ensure_lock_table(conn: &mut MySqlConnection, table: &str) -> Result<()> {

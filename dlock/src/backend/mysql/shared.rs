@@ -58,13 +58,24 @@
 //! Each re-check is a short locking transaction on the key: keys with many waiters across many
 //! processes cost one decision per waiter per pause.
 //!
+//! The acquires of one key in one Locker take turns to decide (a local `tokio` mutex per key):
+//! the gate serializes a key's decisions on the server anyway, and without turns every local
+//! waiter would hold a pooled connection while it queues on the gate, leaving none for the
+//! renewals of the key's holders when the gate is slow (a stalled decision elsewhere).
+//!
 //! # Cancellation
 //! A decision runs in a task that keeps its connection until the server answers; when the
 //! acquire was dropped meanwhile, the task deletes what the decision wrote (a hold, a waiting
 //! writer's row) on that connection. The locker's release after a dropped or failed acquire
 //! deletes a waiting writer's row as well. A writer that gives up at its deadline deletes its
 //! waiting row before returning; a crashed waiting writer stops holding readers back after
-//! [`WAITING_LEASE`].
+//! [`WAITING_LEASE`]. A decision that failed (a timeout, while its `COMMIT` may still have
+//! reached the server) deletes whatever it may have written, on its own connection, after it.
+//!
+//! # Server settings
+//! Decisions run under `READ COMMITTED`; a server with `binlog_format = STATEMENT` refuses its
+//! writes (error 1665), and decisions then run under the session's level. When that refuses them
+//! too (the server's default level is `READ COMMITTED`), the acquire fails naming the setting.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,7 +83,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::MySqlPool;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex as Turn, Notify, OwnedMutexGuard};
 
 use super::{
     backend_err, lock_name, micros, quote, Failure, Holder, MysqlBackend, INSERT_OUTCOME_WAIT,
@@ -83,7 +94,7 @@ mod decide;
 use decide::{decide, q, run, Look, Request};
 
 use crate::backend::digest::sha256_hex;
-use crate::backend::{jitter, remaining, token_parts, within_wait, Grant, Kind};
+use crate::backend::{jitter, remaining, token_parts, within_wait, Grant, Kind, MIN_ANSWER_TIME};
 use crate::Result;
 
 /// The columns of the holds table, in the DDL.
@@ -145,14 +156,24 @@ fn codes(kind: Kind) -> (i8, i8) {
 pub(super) struct Shared {
     table: String,
     sql: Arc<Sql>,
-    /// Local waiters per `<space>:<lock_name>`: the Notify a local release wakes, and how many
-    /// wait on it.
-    local: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    /// Local acquires per `<space>:<lock_name>` (see [`Local`]).
+    local: Mutex<HashMap<String, Local>>,
     /// The server refused a write under `READ COMMITTED` (error 1665: `binlog_format =
     /// STATEMENT`): decisions run under the session's level from then on (a decision may then
     /// also lock the next key's first row for its duration; the gate row is what makes it
     /// correct either way).
     statement_binlog: AtomicBool,
+}
+
+/// The acquires of one key in one Locker.
+#[derive(Debug, Default)]
+struct Local {
+    /// What a local release wakes.
+    notify: Arc<Notify>,
+    /// Held around each decision: one decision of the key at a time per Locker.
+    turn: Arc<Turn<()>>,
+    /// How many acquires of the key are under way.
+    count: usize,
 }
 
 #[derive(Debug)]
@@ -214,23 +235,28 @@ impl Shared {
         }
     }
 
-    fn local(&self) -> MutexGuard<'_, HashMap<String, (Arc<Notify>, usize)>> {
+    fn local(&self) -> MutexGuard<'_, HashMap<String, Local>> {
         // Every update is a single insert or removal: a poisoned lock is still consistent.
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn join(&self, id: &str) -> Arc<Notify> {
+    fn join<'a>(&'a self, id: &'a str) -> Place<'a> {
         let mut local = self.local();
         let entry = local.entry(id.to_owned()).or_default();
-        entry.1 += 1;
-        entry.0.clone()
+        entry.count += 1;
+        Place {
+            shared: self,
+            id,
+            notify: entry.notify.clone(),
+            turn: entry.turn.clone(),
+        }
     }
 
     fn leave(&self, id: &str) {
         let mut local = self.local();
         if let Some(entry) = local.get_mut(id) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+            entry.count -= 1;
+            if entry.count == 0 {
                 local.remove(id);
             }
         }
@@ -238,13 +264,16 @@ impl Shared {
 
     /// Wakes every local waiter of the key (a release may admit several).
     fn wake(&self, id: &str) {
-        if let Some((notify, _)) = self.local().get(id) {
-            notify.notify_waiters();
+        if let Some(local) = self.local().get(id) {
+            local.notify.notify_waiters();
         }
     }
 
-    /// Explains a missing or not granted holds table (errors 1146, 1142) with what to run.
-    fn explain(&self, e: sqlx::Error) -> Failure {
+    /// Explains a missing or not granted holds table (errors 1146, 1142) with what to run, and
+    /// a server refusing writes under `READ COMMITTED` (1665): retried under the session's level
+    /// when the statement ran in a decision's own `READ COMMITTED` transaction (`ours_rc`), else
+    /// an error naming the setting.
+    fn explain(&self, e: sqlx::Error, ours_rc: bool) -> Failure {
         let number = e
             .as_database_error()
             .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
@@ -256,10 +285,16 @@ impl Shared {
                  creates it at connect when its user may); have an administrator run: CREATE \
                  TABLE IF NOT EXISTS {h} ({HOLDS_COLUMNS}) ENGINE=InnoDB ({e})"
             ))),
-            Some(1665) => {
+            Some(1665) if ours_rc => {
                 self.statement_binlog.store(true, Ordering::Relaxed);
                 Failure::Retry(e)
             }
+            Some(1665) => Failure::Fatal(backend_err(format!(
+                "the server refuses writes to {h} under the session's transaction isolation \
+                 level (READ COMMITTED or READ UNCOMMITTED) because its binlog_format is \
+                 STATEMENT; read-write locks and semaphores need binlog_format = ROW or MIXED, or \
+                 the session's level REPEATABLE READ (transaction_isolation) ({e})"
+            ))),
             Some(1142 | 1143) => Failure::Fatal(backend_err(format!(
                 "read-write locks and semaphores need, for dlock's user: GRANT SELECT, INSERT, \
                  UPDATE, DELETE ON {h} TO <user> ({e})"
@@ -269,11 +304,26 @@ impl Shared {
     }
 }
 
-/// A waiter's place among the local waiters of a key, left on drop.
+/// An acquire's place among the local acquires of a key, left on drop.
 struct Place<'a> {
     shared: &'a Shared,
     id: &'a str,
     notify: Arc<Notify>,
+    turn: Arc<Turn<()>>,
+}
+
+impl Place<'_> {
+    /// This acquire's turn to decide; `None` when its wait ran out first (a wait of zero still
+    /// waits [`MIN_ANSWER_TIME`] for a local decision under way: a decision takes milliseconds).
+    async fn turn(&self, deadline: Option<Instant>) -> Option<OwnedMutexGuard<()>> {
+        let take = self.turn.clone().lock_owned();
+        match remaining(deadline) {
+            None => Some(take.await),
+            Some(left) => tokio::time::timeout(left.max(MIN_ANSWER_TIME), take)
+                .await
+                .ok(),
+        }
+    }
 }
 
 impl Drop for Place<'_> {
@@ -283,9 +333,10 @@ impl Drop for Place<'_> {
 }
 
 impl MysqlBackend {
-    /// One decision in a task that keeps its connection until the server answered; when the
-    /// caller is gone by then, what the decision wrote is deleted on that connection.
-    async fn decide_shared(&self, request: Request) -> Result<Look> {
+    /// One decision in a task that keeps its connection (and the key's local `turn`) until the
+    /// server answered; when the caller is gone by then, or the decision failed, what the
+    /// decision may have written is deleted on that connection, after it.
+    async fn decide_shared(&self, request: Request, turn: OwnedMutexGuard<()>) -> Result<Look> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (pool, shared): (MySqlPool, Arc<Shared>) = (self.pool.clone(), self.shared.clone());
         tokio::spawn(async move {
@@ -309,9 +360,10 @@ impl MysqlBackend {
             .await
             {
                 Ok(Ok(look)) => Ok(look),
-                // A deadlock or lock-wait timeout rolled the decision back: look again soon.
+                // A deadlock, a lock-wait timeout or a refused READ COMMITTED (1665) rolled the
+                // decision back: look again soon.
                 Ok(Err(Failure::Retry(e))) => {
-                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "a read-write or semaphore decision met a deadlock or lock wait timeout; retrying");
+                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "a read-write or semaphore decision was rolled back; retrying");
                     Ok(Look::Busy(None))
                 }
                 Ok(Err(f)) => Err(f.into_error()),
@@ -319,8 +371,16 @@ impl MysqlBackend {
                     "the server did not answer a decision within {INSERT_OUTCOME_WAIT:?}"
                 ))),
             };
-            let wrote = matches!(outcome, Ok(Look::Granted(_))) || request.register;
-            if tx.send(outcome).is_err() && wrote {
+            // What the decision may have left: a hold when granted, or when it failed (a
+            // client-side timeout while its COMMIT reached the server), and a waiting writer's
+            // row. The undo is token-checked: harmless when needless.
+            let wrote = match &outcome {
+                Ok(Look::NoGate) => false,
+                Ok(Look::Busy(_)) => request.register,
+                Ok(Look::Granted(_)) | Err(_) => true,
+            };
+            let failed = outcome.is_err();
+            if (tx.send(outcome).is_err() || failed) && wrote {
                 let undo = q(&shared.sql.undo)
                     .bind(request.space)
                     .bind(&request.name)
@@ -332,6 +392,7 @@ impl MysqlBackend {
                     }
                 }
             }
+            drop(turn);
         });
         match tokio::time::timeout(STATEMENT_TIMEOUT, rx).await {
             Ok(Ok(outcome)) => outcome,
@@ -342,8 +403,9 @@ impl MysqlBackend {
         }
     }
 
-    /// The gate row of a key's first acquire (`INSERT IGNORE`, committed on its own).
-    async fn make_gate(&self, space: i8, name: &str) -> Result<()> {
+    /// The gate row of a key's first acquire (`INSERT IGNORE`, committed on its own); `false`
+    /// when a deadlock or lock-wait timeout rolled it back.
+    async fn make_gate(&self, space: i8, name: &str) -> Result<bool> {
         let made = run(
             &self.shared,
             q(&self.shared.sql.gate)
@@ -353,7 +415,8 @@ impl MysqlBackend {
         )
         .await;
         match made {
-            Ok(_) | Err(Failure::Retry(_)) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(Failure::Retry(_)) => Ok(false),
             Err(f) => Err(f.into_error()),
         }
     }
@@ -371,17 +434,16 @@ impl MysqlBackend {
         let name = lock_name(key);
         let holder = Holder::new(key, &name, token);
         let local = local_id(space, &name);
-        let mut place: Option<Place<'_>> = None;
+        let place = self.shared.join(&local);
         // Whether a decision may have left this writer's waiting row.
         let mut registered = false;
+        let mut gate_made = false;
         let mut pause = FIRST_RECHECK;
         loop {
-            let notify = place.as_ref().map(|p| p.notify.clone());
-            let notified = notify.as_ref().map(|n| n.notified());
+            // Listening before each decision: a local release right after it is not missed.
+            let notified = place.notify.notified();
             tokio::pin!(notified);
-            if let Some(n) = notified.as_mut().as_pin_mut() {
-                n.enable();
-            }
+            notified.as_mut().enable();
             let wait = remaining(deadline).is_none_or(|l| !l.is_zero());
             let register = wait && kind == Kind::Write;
             registered |= register;
@@ -396,16 +458,26 @@ impl MysqlBackend {
                 ttl_us: micros(ttl),
                 register,
             };
-            let sent_at = Instant::now();
-            let look = within_wait(NAME, deadline, self.decide_shared(request)).await?;
-            let left = match look {
-                Look::Granted(fence) => return Ok(Some(Grant::new(fence, sent_at))),
-                Look::NoGate => {
-                    // The key's first acquire: make its gate, then decide.
-                    self.make_gate(space, &name).await?;
-                    continue;
+            let left = match place.turn(deadline).await {
+                Some(turn) => {
+                    let sent_at = Instant::now();
+                    match within_wait(NAME, deadline, self.decide_shared(request, turn)).await? {
+                        Look::Granted(fence) => return Ok(Some(Grant::new(fence, sent_at))),
+                        // The key's first acquire: make its gate, then decide at once (once: a
+                        // gate that still is not there, or an INSERT rolled back by a deadlock
+                        // or lock-wait timeout, waits like a busy decision).
+                        Look::NoGate => {
+                            if self.make_gate(space, &name).await? && !gate_made {
+                                gate_made = true;
+                                continue;
+                            }
+                            None
+                        }
+                        Look::Busy(left) => left,
+                    }
                 }
-                Look::Busy(left) => left,
+                // The wait ran out behind another local decision of the key.
+                None => None,
             };
             let mut sleep = jitter(pause / 2, pause);
             pause = (pause * 2).min(MAX_RECHECK);
@@ -424,16 +496,6 @@ impl MysqlBackend {
                 Some(l) => sleep = sleep.min(l),
                 None => {}
             }
-            let Some(notified) = notified.as_mut().as_pin_mut() else {
-                // Join the local waiters, then decide again at once: a local release between
-                // the first decision and joining would otherwise be missed.
-                place = Some(Place {
-                    shared: &self.shared,
-                    id: &local,
-                    notify: self.shared.join(&local),
-                });
-                continue;
-            };
             tokio::select! {
                 _ = notified => pause = FIRST_RECHECK,
                 _ = tokio::time::sleep(sleep) => {}

@@ -37,14 +37,25 @@ pub(super) enum Look {
 /// A scanned row: `secret_key`, kind, permits, fence, µs of lease left.
 type Row = (String, i8, Option<u32>, Option<i64>, i64);
 
-/// Runs one statement of a decision with [`STATEMENT_TIMEOUT`], explaining table errors.
+/// Runs one statement on the holds table (outside a decision) with [`STATEMENT_TIMEOUT`],
+/// explaining table errors.
 pub(super) async fn run<T>(
     shared: &Shared,
     fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
 ) -> std::result::Result<T, Failure> {
+    run_in(shared, false, fut).await
+}
+
+/// [`run`] for a statement of a decision; `ours_rc`: in the decision's own `READ COMMITTED`
+/// transaction (a refusal of which is retried under the session's level).
+async fn run_in<T>(
+    shared: &Shared,
+    ours_rc: bool,
+    fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> std::result::Result<T, Failure> {
     match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(shared.explain(e)),
+        Ok(Err(e)) => Err(shared.explain(e, ours_rc)),
         Err(_) => Err(Failure::Fatal(backend_err(format!(
             "the server did not answer within {STATEMENT_TIMEOUT:?}"
         )))),
@@ -64,16 +75,17 @@ pub(super) async fn decide(
     r: &Request,
 ) -> std::result::Result<Look, Failure> {
     let sql = &shared.sql;
-    let mut tx = if shared
+    let rc = !shared
         .statement_binlog
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        run(shared, conn.begin()).await?
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut tx = if rc {
+        run_in(shared, rc, conn.begin_with(BEGIN)).await?
     } else {
-        run(shared, conn.begin_with(BEGIN)).await?
+        run_in(shared, rc, conn.begin()).await?
     };
-    let rows: Vec<Row> = run(
+    let rows: Vec<Row> = run_in(
         shared,
+        rc,
         sqlx::query_as(AssertSqlSafe(sql.scan.clone()))
             .bind(r.space)
             .bind(&r.name)
@@ -81,7 +93,7 @@ pub(super) async fn decide(
     )
     .await?;
     let Some(gate_fence) = rows.iter().find(|row| row.0.is_empty()).map(|row| row.3) else {
-        let _ = run(shared, tx.rollback()).await;
+        let _ = run_in(shared, rc, tx.rollback()).await;
         return Ok(Look::NoGate);
     };
     let (mut expired, mut own, mut blocking) = (false, false, 0u32);
@@ -111,7 +123,7 @@ pub(super) async fn decide(
         }
     }
     if let (Kind::Permit(n), Some(held)) = (r.kind, mismatch) {
-        let _ = run(shared, tx.rollback()).await;
+        let _ = run_in(shared, rc, tx.rollback()).await;
         return Err(Failure::Fatal(permit_mismatch(n, Some(held))));
     }
     let granted = match r.kind {
@@ -119,12 +131,13 @@ pub(super) async fn decide(
         _ => blocking == 0,
     };
     if !granted && !r.register && !expired {
-        let _ = run(shared, tx.rollback()).await;
+        let _ = run_in(shared, rc, tx.rollback()).await;
         return Ok(Look::Busy(first_expiry.map(busy_for)));
     }
     if expired || own {
-        run(
+        run_in(
             shared,
+            rc,
             q(&sql.clear)
                 .bind(r.space)
                 .bind(&r.name)
@@ -144,8 +157,9 @@ pub(super) async fn decide(
             Kind::Permit(n) if granted => Some(n),
             _ => None,
         };
-        let inserted = run(
+        let inserted = run_in(
             shared,
+            rc,
             q(&sql.insert)
                 .bind(r.space)
                 .bind(&r.name)
@@ -161,8 +175,9 @@ pub(super) async fn decide(
         fence = Some(inserted.last_insert_id());
     }
     if granted && r.kind == Kind::Write {
-        run(
+        run_in(
             shared,
+            rc,
             q(&sql.mark)
                 .bind(fence.map(|f| f as i64))
                 .bind(r.space)
@@ -171,7 +186,7 @@ pub(super) async fn decide(
         )
         .await?;
     }
-    run(shared, tx.commit()).await?;
+    run_in(shared, rc, tx.commit()).await?;
     if !granted {
         return Ok(Look::Busy(first_expiry.map(busy_for)));
     }

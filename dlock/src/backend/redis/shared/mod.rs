@@ -314,12 +314,18 @@ async fn attempt(
             ))
         }
         (-2, Kind::Permit(asked)) => return Err(permit_mismatch(asked, u32::try_from(value).ok())),
-        _ => {
+        (-1, _) => {
             return Err(backend_err(format!(
                 "refusing to hand out a fence: the server's clock ({value} µs) is not past the \
                  highest fence this client has seen ({seen}); a lower fence would let a stale \
                  holder's writes through. Check the server's clock (a failover to a server whose \
                  clock is behind?)"
+            )))
+        }
+        _ => {
+            return Err(backend_err(format!(
+                "unexpected reply from the server's script: outcome {outcome} (value {value}) \
+                 for a {kind:?} acquire"
             )))
         }
     }
