@@ -246,68 +246,6 @@ async fn a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only
 }
 
 #[tokio::test]
-async fn permit_and_write_fences_strictly_increase() {
-    let locker = locker().await;
-    let key = unique("pg-fences");
-    let mut last = 0;
-    for _ in 0..3 {
-        for request in [
-            locker.semaphore(key.as_str(), 2),
-            locker.write_lock(key.as_str()),
-        ] {
-            let g = request.await.expect("hold");
-            let fence = g.fence().expect("a fence");
-            assert!(fence > last, "{fence} after {last}");
-            last = fence;
-            g.release().await.expect("release");
-        }
-    }
-    // A read holds no fence of its own: it carries the last write's.
-    let r = locker.read_lock(key.as_str()).await.expect("read");
-    assert_eq!(r.fence(), Some(last));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchdog_renewals_keep_read_write_and_permit_holds() {
-    // Leases of 1 s renewed every 1/3 s, held for 3 s: each renewal goes through `extend` of its
-    // kind; another Locker finds every hold still there at the end.
-    let (a, b) = (locker().await, locker().await);
-    let key = unique("pg-renew");
-    let ttl = Duration::from_secs(1);
-    let read = a
-        .read_lock(key.as_str())
-        .ttl(ttl)
-        .watchdog(true)
-        .await
-        .expect("read");
-    let permit = a
-        .semaphore(key.as_str(), 1)
-        .ttl(ttl)
-        .watchdog(true)
-        .await
-        .expect("permit");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(read.is_held() && permit.is_held(), "a renewal failed");
-    let write = b.write_lock(key.as_str()).wait(Duration::ZERO).await;
-    assert!(matches!(write, Err(Error::Busy { .. })), "{write:?}");
-    let second = b.semaphore(key.as_str(), 1).wait(Duration::ZERO).await;
-    assert!(matches!(second, Err(Error::Busy { .. })), "{second:?}");
-    read.release().await.expect("release");
-    let write = b
-        .write_lock(key.as_str())
-        .ttl(ttl)
-        .watchdog(true)
-        .await
-        .expect("write");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(write.is_held(), "a write renewal failed");
-    let r = a.read_lock(key.as_str()).wait(Duration::ZERO).await;
-    assert!(matches!(r, Err(Error::Busy { .. })), "{r:?}");
-    write.release().await.expect("release");
-    permit.release().await.expect("release");
-}
-
-#[tokio::test]
 async fn a_missing_holds_table_is_named_with_the_statement_to_run() {
     // A lock table of its own, whose holds table an administrator dropped (or never created).
     let table = format!("dlock_missing_{}", uuid::Uuid::new_v4().simple());

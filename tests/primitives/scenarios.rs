@@ -484,6 +484,68 @@ pub async fn killing_the_leader_elects_another(
     );
 }
 
+/// Permit and write fences strictly increase across kinds taken one after another, and a reader
+/// carries the last write's fence.
+pub async fn permit_and_write_fences_strictly_increase(locker: &Locker, key: &str) {
+    let mut last = 0;
+    for _ in 0..3 {
+        for request in [locker.semaphore(key, 2), locker.write_lock(key)] {
+            let g = request.wait(LONG_WAIT).await.expect("hold");
+            let fence = g.fence().expect("a fence");
+            assert!(fence > last, "{fence} after {last}");
+            last = fence;
+            g.release().await.expect("release");
+        }
+    }
+    let r = locker.read_lock(key).wait(LONG_WAIT).await.expect("read");
+    assert_eq!(
+        r.fence(),
+        Some(last),
+        "a read carries the last write's fence"
+    );
+    r.release().await.expect("release");
+}
+
+/// Leases of 1 s renewed every 1/3 s, held for 3 s: each renewal goes through `extend` of its
+/// kind; `b` (another Locker) finds every hold still there at the end.
+pub async fn watchdog_renewals_keep_every_kind(a: &Locker, b: &Locker, key: &str) {
+    let ttl = Duration::from_secs(1);
+    let read = a
+        .read_lock(key)
+        .ttl(ttl)
+        .watchdog(true)
+        .wait(LONG_WAIT)
+        .await
+        .expect("read");
+    let permit = a
+        .semaphore(key, 1)
+        .ttl(ttl)
+        .watchdog(true)
+        .wait(LONG_WAIT)
+        .await
+        .expect("permit");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(read.is_held() && permit.is_held(), "a renewal failed");
+    let write = b.write_lock(key).wait(Duration::ZERO).await;
+    assert!(matches!(write, Err(Error::Busy { .. })), "{write:?}");
+    let second = b.semaphore(key, 1).wait(Duration::ZERO).await;
+    assert!(matches!(second, Err(Error::Busy { .. })), "{second:?}");
+    read.release().await.expect("release");
+    let write = b
+        .write_lock(key)
+        .ttl(ttl)
+        .watchdog(true)
+        .wait(LONG_WAIT)
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(write.is_held(), "a write renewal failed");
+    let r = a.read_lock(key).wait(Duration::ZERO).await;
+    assert!(matches!(r, Err(Error::Busy { .. })), "{r:?}");
+    write.release().await.expect("release");
+    permit.release().await.expect("release");
+}
+
 /// The scenarios every backend with read-write locks and semaphores runs, as `#[tokio::test]`s
 /// of the calling module: `$lockers` is an `async fn(usize) -> Vec<Locker>` of that module
 /// giving `n` Lockers as `n` processes would have them (own connections, distinct owners), and
@@ -540,6 +602,22 @@ macro_rules! common_scenarios {
         async fn kinds_have_their_own_key_spaces() {
             let key = $crate::support::unique(concat!($prefix, "-spaces"));
             $crate::scenarios::kinds_have_their_own_key_spaces(&$lockers(1).await[0], &key).await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test]
+        async fn permit_and_write_fences_strictly_increase() {
+            let key = $crate::support::unique(concat!($prefix, "-fences"));
+            $crate::scenarios::permit_and_write_fences_strictly_increase(&$lockers(1).await[0], &key)
+                .await;
+            $leaves_nothing(&key).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn watchdog_renewals_keep_every_kind() {
+            let key = $crate::support::unique(concat!($prefix, "-renew"));
+            let both = $lockers(2).await;
+            $crate::scenarios::watchdog_renewals_keep_every_kind(&both[0], &both[1], &key).await;
             $leaves_nothing(&key).await;
         }
 

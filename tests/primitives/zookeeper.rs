@@ -582,10 +582,13 @@ async fn a_write_fence_stored_late_never_lowers_the_read_fence() {
         "a writer whose node went before its fence was stored is not granted: {stale:?}"
     );
     let reading = b.read_lock(key.as_str()).await.expect("read");
-    assert_eq!(
-        reading.fence(),
-        Some(higher),
-        "the read fence never goes back"
+    // `None` only if the server's container sweep removed the empty queue directory between the
+    // release and this read (documented: readers then have no last write to see); a late store
+    // of the first writer's lower fence would show here as `Some(lower)`.
+    let read = reading.fence();
+    assert!(
+        read == Some(higher) || read.is_none(),
+        "the read fence never goes back: read {read:?}, the last write had {higher}"
     );
     reading.release().await.expect("release");
     raw.assert_clean(&[dir]).await;
