@@ -1046,7 +1046,12 @@ impl ZookeeperBackend {
     }
 
     async fn release_inner(&self, key: &str, token: &str) -> Result<bool, Fail> {
-        let dir = self.key_path(key);
+        self.release_in(self.key_path(key), token).await
+    }
+
+    /// Deletes the node(s) of `token` in the queue `dir` (a mutex's, or a read-write lock's or
+    /// semaphore's); `true` when there was one.
+    async fn release_in(&self, dir: String, token: &str) -> Result<bool, Fail> {
         let id = token_parts(token).0;
         let node = self.nodes().remove(token).filter(|n| n.dir == dir);
         if let Some(node) = node {
@@ -1085,7 +1090,11 @@ impl ZookeeperBackend {
     }
 
     async fn extend_inner(&self, key: &str, token: &str) -> Result<bool, Fail> {
-        let dir = self.key_path(key);
+        self.extend_in(self.key_path(key), token).await
+    }
+
+    /// Whether `token`'s node in the queue `dir` still exists in its live session.
+    async fn extend_in(&self, dir: String, token: &str) -> Result<bool, Fail> {
         let node = self.nodes().get(token).filter(|n| n.dir == dir).cloned();
         let Some(node) = node else {
             return Ok(false);

@@ -74,8 +74,8 @@ use std::time::Instant;
 use zookeeper_client as zk;
 
 use super::{
-    encode_key, inspect, is_session_error, node_of, sequence_of, Fail, Node, Session,
-    ZookeeperBackend, NAME, SESSION_RETRIES,
+    encode_key, inspect, node_of, sequence_of, Fail, Node, Session, ZookeeperBackend, NAME,
+    SESSION_RETRIES,
 };
 use crate::backend::{permit_mismatch, token_parts, Grant, Kind, Space};
 use crate::{Error, Result};
@@ -439,26 +439,7 @@ impl ZookeeperBackend {
         if kind == Kind::Exclusive {
             return Ok(self.release_inner(key, token).await?);
         }
-        let dir = self.space_path(key, kind);
-        let id = token_parts(token).0;
-        let node = self.nodes().remove(token).filter(|n| n.dir == dir);
-        if let Some(node) = node {
-            let session = if node.session.alive() {
-                node.session.clone()
-            } else {
-                // Ephemeral nodes of an ended session are gone; one whose session was only
-                // presumed dead may not be, and any session may delete it.
-                self.session().await?
-            };
-            let deleted = Self::delete(&session, &node.path).await?;
-            if node.ghost_possible {
-                Self::delete_all_of(&session, &dir, id).await?;
-            }
-            return Ok(deleted);
-        }
-        // Not known here (an acquire cancelled after sending its create): find it by id.
-        let session = self.session().await?;
-        Ok(Self::delete_all_of(&session, &dir, id).await?)
+        Ok(self.release_in(self.space_path(key, kind), token).await?)
     }
 
     /// [`Backend::extend`](super::Backend::extend) of a read, write or permit hold: the node
@@ -467,21 +448,7 @@ impl ZookeeperBackend {
         if kind == Kind::Exclusive {
             return Ok(self.extend_inner(key, token).await?);
         }
-        let dir = self.space_path(key, kind);
-        let node = self.nodes().get(token).filter(|n| n.dir == dir).cloned();
-        let Some(node) = node else {
-            return Ok(false);
-        };
-        if !node.session.alive() {
-            return Ok(false);
-        }
-        let session = &node.session;
-        match Self::retry(session, || session.client.check_stat(&node.path)).await {
-            Ok(Some(stat)) => Ok(stat.ephemeral_owner == session.id),
-            Ok(None) => Ok(false),
-            Err(e) if is_session_error(&e) => Ok(false),
-            Err(e) => Err(Fail::op("check lock node", &node.path)(e).into()),
-        }
+        Ok(self.extend_in(self.space_path(key, kind), token).await?)
     }
 }
 
