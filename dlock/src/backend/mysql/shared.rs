@@ -108,8 +108,11 @@ pub(super) const HOLDS_COLUMNS: &str = "id BIGINT NOT NULL AUTO_INCREMENT, \
      PRIMARY KEY (space, lock_name, secret_key), UNIQUE KEY uk_id (id)";
 
 /// The lease of a waiting writer's row: how long a writer that vanished without a word (crash,
-/// partition) still holds new readers back.
-pub(super) const WAITING_LEASE: Duration = Duration::from_secs(3);
+/// partition) still holds new readers back. Each of its decisions rewrites it; two are at most
+/// [`MAX_RECHECK`] plus one decision apart, and a decision takes less than the statement bound
+/// (10 s, the server's 5 s lock waits included): longer than that, so a live writer's row never
+/// lapses while its decision waits on the key's gate (as PostgreSQL's).
+pub(super) const WAITING_LEASE: Duration = Duration::from_secs(12);
 /// The first pause between a waiter's decisions; doubled per busy decision up to
 /// [`MAX_RECHECK`] (jittered), back to this after a local wake-up.
 pub(super) const FIRST_RECHECK: Duration = Duration::from_millis(10);
