@@ -75,8 +75,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 
 use super::{
@@ -524,47 +523,11 @@ impl EtcdBackend {
                 self.remove(&held).await?;
                 return Ok(None);
             }
-            let (mut watcher, mut stream) = within_wait(NAME, deadline, async {
-                client
-                    .watch(
-                        ahead.clone(),
-                        Some(WatchOptions::new().with_start_revision(at + 1)),
-                    )
-                    .await
-                    .map_err(|e| self.err(e))
-            })
-            .await?;
-            let gone = async {
-                loop {
-                    match stream.message().await {
-                        Ok(Some(msg)) => {
-                            if msg.canceled()
-                                || msg
-                                    .events()
-                                    .iter()
-                                    .any(|e| e.event_type() == EventType::Delete)
-                            {
-                                return;
-                            }
-                        }
-                        // The stream ended or failed: look again rather than wait for ever.
-                        _ => return,
-                    }
-                }
-            };
-            let until = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = gone => {}
-                _ = until => {}
-                // Returns when the lease is gone: the next listing finds our key gone.
-                _ = self.keep_queued(&held, &mut lease_from) => {}
-            }
-            let _ = watcher.cancel().await;
+            // The deletion of the key just ahead (or our lease running out) is our turn to look
+            // again; the same wait as read-write and semaphore waiters'.
+            let ahead = shared::Watch::Key(ahead);
+            self.wait_turn(ahead, at, &held, mine, deadline, &mut lease_from)
+                .await?;
         }
     }
 }

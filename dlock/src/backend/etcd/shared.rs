@@ -66,7 +66,7 @@ const CREATE_TRIES: usize = 5;
 const AGAIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// What a waiter waits for.
-enum Watch {
+pub(super) enum Watch {
     /// The deletion of this key (the one just ahead).
     Key(Vec<u8>),
     /// The deletion of any key created before ours under this prefix.
@@ -281,7 +281,7 @@ impl EtcdBackend {
 
     /// Waits until what `watch` names changes after revision `at` or `deadline` passes,
     /// keeping our lease alive meanwhile (`lease_from`: when its last renewal was sent).
-    async fn wait_turn(
+    pub(super) async fn wait_turn(
         &self,
         watch: Watch,
         at: i64,
