@@ -19,7 +19,7 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::AssertSqlSafe;
 
 use crate::scenarios;
-use crate::support::{self, connect, mysql_url, unique, FreezingProxy};
+use crate::support::{self, connect, mysql_url, unique};
 
 const SERVER: &str = "MariaDB/MySQL";
 /// The holds table of the default lock table.
@@ -68,32 +68,13 @@ common_scenarios!(lockers, "mysql");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lead_cancels_the_work_when_leadership_is_lost() {
-    // The leader talks to the server through a proxy whose connections are then frozen, as a
-    // silent network failure leaves them: renewals stall, the 3 s lease runs out.
-    let proxy = FreezingProxy::start(through(0, None).1);
-    let (url, _) = through(proxy.port, None);
-    let locker = connect("MariaDB/MySQL (through a proxy)", &url).await;
-    let name = unique("my-lead");
-    let frozen_at = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let frozen_at2 = frozen_at.clone();
-    let lose = async move {
-        for i in 0..proxy.accepted() {
-            proxy.freeze(i);
-        }
-        *frozen_at2.lock().unwrap() = Some(Instant::now());
-        // Later connections (opened to campaign again) pass.
-        std::mem::forget(proxy);
-    };
-    let campaign = locker
-        .campaign(&name)
-        .ttl(Duration::from_secs(3))
-        .watchdog(true);
-    scenarios::lead_cancels_the_work_when_leadership_is_lost(campaign, lose).await;
-    let frozen_at = frozen_at.lock().unwrap().expect("frozen");
-    eprintln!(
-        "lost and re-elected {:?} after the connections froze (lease 3 s)",
-        frozen_at.elapsed()
-    );
+    scenarios::lead_cancels_the_work_when_its_connections_freeze(
+        "MariaDB/MySQL (through a proxy)",
+        through(0, None).1,
+        |port| through(port, None).0,
+        &unique("my-lead"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

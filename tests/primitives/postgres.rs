@@ -14,7 +14,7 @@ use dlock::{Error, Locker};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::scenarios;
-use crate::support::{self, postgres_url, unique, FreezingProxy};
+use crate::support::{self, postgres_url, unique};
 use sqlx::AssertSqlSafe;
 
 const SERVER: &str = "PostgreSQL";
@@ -81,32 +81,13 @@ common_scenarios!(lockers, "pg");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lead_cancels_the_work_when_leadership_is_lost() {
-    // The leader talks to the server through a proxy whose connections are then frozen, as a
-    // silent network failure leaves them: renewals stall, the 3 s lease runs out.
-    let proxy = FreezingProxy::start(through(0).1);
-    let (url, _) = through(proxy.port);
-    let locker = support::connect("PostgreSQL (through a proxy)", &url).await;
-    let name = unique("pg-lead");
-    let frozen_at = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let frozen_at2 = frozen_at.clone();
-    let lose = async move {
-        for i in 0..proxy.accepted() {
-            proxy.freeze(i);
-        }
-        *frozen_at2.lock().unwrap() = Some(Instant::now());
-        // Later connections (opened to campaign again) pass.
-        std::mem::forget(proxy);
-    };
-    let campaign = locker
-        .campaign(&name)
-        .ttl(Duration::from_secs(3))
-        .watchdog(true);
-    scenarios::lead_cancels_the_work_when_leadership_is_lost(campaign, lose).await;
-    let frozen_at = frozen_at.lock().unwrap().expect("frozen");
-    eprintln!(
-        "lost and re-elected {:?} after the connections froze (lease 3 s)",
-        frozen_at.elapsed()
-    );
+    scenarios::lead_cancels_the_work_when_its_connections_freeze(
+        "PostgreSQL (through a proxy)",
+        through(0).1,
+        |port| through(port).0,
+        &unique("pg-lead"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -358,6 +358,40 @@ where
     );
 }
 
+/// [`lead_cancels_the_work_when_leadership_is_lost`] with the loss a silent network failure
+/// causes: the leader reaches the server (at `server_port`) through a proxy (`url(port)` is the
+/// URL through a proxy on `port`) whose connections are then all frozen, so renewals stall and
+/// the 3 s lease runs out; connections opened later (to campaign again) pass.
+pub async fn lead_cancels_the_work_when_its_connections_freeze(
+    server: &str,
+    server_port: u16,
+    url: impl Fn(u16) -> String,
+    name: &str,
+) {
+    let proxy = crate::support::FreezingProxy::start(server_port);
+    let locker = crate::support::connect(server, &url(proxy.port)).await;
+    let frozen_at = Arc::new(Mutex::new(None));
+    let frozen_at2 = frozen_at.clone();
+    let lose = async move {
+        for i in 0..proxy.accepted() {
+            proxy.freeze(i);
+        }
+        *frozen_at2.lock().unwrap() = Some(Instant::now());
+        // Later connections (opened to campaign again) pass.
+        std::mem::forget(proxy);
+    };
+    let campaign = locker
+        .campaign(name)
+        .ttl(Duration::from_secs(3))
+        .watchdog(true);
+    lead_cancels_the_work_when_leadership_is_lost(campaign, lose).await;
+    let frozen_at = frozen_at.lock().unwrap().expect("frozen");
+    eprintln!(
+        "lost and re-elected {:?} after the connections froze (lease 3 s)",
+        frozen_at.elapsed()
+    );
+}
+
 /// A backend without read-write locks or semaphores says so, naming the backends that have them;
 /// leader election still works there (it is a mutex).
 pub async fn unsupported_kinds_say_where_to_go(locker: &Locker, key: &str) {
