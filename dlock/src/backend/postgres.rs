@@ -262,6 +262,18 @@ fn lock_class(table: &str) -> i32 {
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) & i32::MAX
 }
 
+/// A pooled connection within [`STATEMENT_TIMEOUT`] (for the tasks that run a decision and
+/// keep the connection until the server answered).
+async fn pooled(pool: &PgPool) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    match tokio::time::timeout(STATEMENT_TIMEOUT, pool.acquire()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(backend_err(e)),
+        Err(_) => Err(backend_err(format!(
+            "no pooled connection within {STATEMENT_TIMEOUT:?}"
+        ))),
+    }
+}
+
 fn backend_err(e: impl Into<crate::BoxError>) -> Error {
     Error::backend(NAME, e)
 }
@@ -486,14 +498,10 @@ impl PostgresBackend {
         let (pool, sql) = (self.pool.clone(), self.sql.clone());
         let (name, holder) = (name.to_owned(), holder.clone());
         tokio::spawn(async move {
-            let mut conn = match tokio::time::timeout(STATEMENT_TIMEOUT, pool.acquire()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(backend_err(e)));
-                    return;
-                }
-                Err(_) => {
-                    let _ = tx.send(Err(backend_err("no pooled connection within 10 s")));
+            let mut conn = match pooled(&pool).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                     return;
                 }
             };

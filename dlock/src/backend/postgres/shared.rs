@@ -73,8 +73,8 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{
-    backend_err, bounded, lock_class, lock_name, micros, quote, Holder, PostgresBackend, WaitPlace,
-    INSERT_OUTCOME_WAIT, NAME, STATEMENT_TIMEOUT,
+    backend_err, bounded, lock_class, lock_name, micros, pooled, quote, Holder, PostgresBackend,
+    WaitPlace, INSERT_OUTCOME_WAIT, NAME, STATEMENT_TIMEOUT,
 };
 use crate::backend::digest::sha256;
 use crate::backend::{jitter, permit_mismatch, remaining, token_parts, within_wait, Grant, Kind};
@@ -358,14 +358,10 @@ impl PostgresBackend {
         );
         let (target, id) = (target.clone(), id.to_owned());
         tokio::spawn(async move {
-            let mut conn = match tokio::time::timeout(STATEMENT_TIMEOUT, pool.acquire()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(backend_err(e)));
-                    return;
-                }
-                Err(_) => {
-                    let _ = tx.send(Err(backend_err("no pooled connection within 10 s")));
+            let mut conn = match pooled(&pool).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
                     return;
                 }
             };
