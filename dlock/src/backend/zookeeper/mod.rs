@@ -915,18 +915,19 @@ impl ZookeeperBackend {
         }
     }
 
-    /// One acquire in one session: queue, wait, and either hold or leave.
-    async fn queue(
+    /// Creates `token`'s node `<stem>-<seq>` in the queue `dir` and records it, so a release
+    /// (also of a cancelled acquire) finds it: its name, path, czxid and when its create was
+    /// sent.
+    async fn enqueue(
         &self,
         session: &Arc<Session>,
         dir: &str,
         token: &str,
+        stem: &str,
         data: &[u8],
-        deadline: Option<Instant>,
-    ) -> Result<Option<Grant>, Fail> {
-        let id = token_parts(token).0;
+    ) -> Result<(String, String, i64, Instant), Fail> {
         let (name, czxid, created_at, ghost_possible) =
-            self.create_node(session, dir, id, data).await?;
+            self.create_node(session, dir, stem, data).await?;
         let path = format!("{dir}/{name}");
         self.nodes().insert(
             token.to_owned(),
@@ -939,6 +940,20 @@ impl ZookeeperBackend {
         );
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::after_create(dir).await;
+        Ok((name, path, czxid, created_at))
+    }
+
+    /// One acquire in one session: queue, wait, and either hold or leave.
+    async fn queue(
+        &self,
+        session: &Arc<Session>,
+        dir: &str,
+        token: &str,
+        data: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Option<Grant>, Fail> {
+        let id = token_parts(token).0;
+        let (name, path, czxid, created_at) = self.enqueue(session, dir, token, id, data).await?;
         let mut first = true;
         loop {
             let checked_at = Instant::now();

@@ -74,7 +74,7 @@ use std::time::Instant;
 use zookeeper_client as zk;
 
 use super::{
-    encode_key, inspect, node_of, sequence_of, Fail, Node, Session, ZookeeperBackend, NAME,
+    encode_key, inspect, node_of, sequence_of, Fail, Session, ZookeeperBackend, NAME,
     SESSION_RETRIES,
 };
 use crate::backend::{permit_mismatch, token_parts, Grant, Kind, Space};
@@ -275,20 +275,8 @@ impl ZookeeperBackend {
         let id = token_parts(token).0;
         // `create_node` names the node `<stem>-<seq>` and finds it by that stem after a lost reply.
         let stem = format!("{id}-{}", mark.text());
-        let (name, czxid, created_at, ghost_possible) =
-            self.create_node(session, dir, &stem, data).await?;
-        let path = format!("{dir}/{name}");
-        self.nodes().insert(
-            token.to_owned(),
-            Node {
-                dir: dir.to_owned(),
-                path: path.clone(),
-                session: session.clone(),
-                ghost_possible,
-            },
-        );
-        #[cfg(feature = "test-hooks")]
-        crate::test_hooks::after_create(dir).await;
+        let (name, path, czxid, created_at) =
+            self.enqueue(session, dir, token, &stem, data).await?;
         let mut first = true;
         loop {
             let checked_at = Instant::now();
