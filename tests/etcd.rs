@@ -168,64 +168,11 @@ async fn a_cancelled_acquire_leaves_nothing_held_and_a_dropped_guard_frees_at_on
     assert!(waited < 5 * SECOND, "waited {waited:?}");
 }
 
-/// A private etcd on free ports, stopped by pid on drop.
-struct EtcdServer {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl EtcdServer {
-    fn start() -> EtcdServer {
-        let (port, peer) = (support::free_port(), support::free_port());
-        let dir = std::env::temp_dir().join(format!("dlock-etcd-{port}-{}", std::process::id()));
-        let client_url = format!("http://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = std::process::Command::new("etcd")
-            .args(["--name", "private", "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &client_url,
-                "--advertise-client-urls",
-                &client_url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .arg("--initial-cluster")
-            .arg(format!("private={peer_url}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start etcd ({e}); run `scripts/services.sh up`"));
-        EtcdServer { child, port, dir }
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Issue 13: a paused etcd (SIGSTOP) makes keep-alives fail, and `lost()` fires by the lease
 /// deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_server_fires_lost_by_the_lease_deadline() {
-    let server = EtcdServer::start();
+    let server = support::EtcdServer::start();
     let url = format!("etcd://127.0.0.1:{}/x", server.port);
     let locker = support::connect_when_up("private etcd", &url, 20 * SECOND).await;
     let guard = locker

@@ -23,27 +23,6 @@ use zookeeper_client as zk;
 
 const SERVER: &str = "ZooKeeper";
 
-/// The test URL with `?session_timeout=4s` (the server's minimum with tickTime 2000).
-fn url_with_short_session() -> String {
-    let url = zookeeper_url();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}session_timeout=4s")
-}
-
-/// `(hosts, root)` of the test URL, for the raw client.
-fn hosts_and_root() -> (String, String) {
-    let url = zookeeper_url();
-    let rest = url.split_once("://").expect("zookeeper URL").1;
-    let rest = rest.split('?').next().unwrap_or(rest);
-    let (hosts, root) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let root = if root.is_empty() || root == "/" {
-        "/dlock"
-    } else {
-        root
-    };
-    (hosts.to_owned(), root.trim_end_matches('/').to_owned())
-}
-
 async fn locker() -> Locker {
     support::connect(SERVER, &zookeeper_url()).await
 }
@@ -67,7 +46,7 @@ struct Raw {
 
 impl Raw {
     async fn connect() -> Raw {
-        let (hosts, root) = hosts_and_root();
+        let (hosts, root) = support::zookeeper_hosts_and_root();
         let client = zk::Client::connect(&hosts).await.unwrap_or_else(|e| {
             panic!("{SERVER} is not reachable at {hosts}: {e}; run `scripts/services.sh up`")
         });
@@ -260,7 +239,7 @@ async fn one_release_wakes_exactly_one_waiter() {
 async fn a_sigkilled_holder_frees_the_lock_within_its_session_timeout() {
     let raw = Raw::connect().await;
     let key = unique("crash");
-    let url = url_with_short_session();
+    let url = support::zookeeper_url_with_short_session();
     let holder = Holder::start(&url, &key, Duration::from_secs(60), true);
     let held_fence = holder.fence.expect("zookeeper gives fences");
     let locker = locker().await;

@@ -55,69 +55,21 @@ async fn killing_the_leader_elects_another() {
     .await;
 }
 
-/// A private etcd on free ports (the lead test pauses it), stopped by pid on drop.
-struct EtcdServer {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl EtcdServer {
-    fn start() -> EtcdServer {
-        let (port, peer) = (support::free_port(), support::free_port());
-        let dir = support::temp_dir("etcd-lead");
-        let (client_url, peer_url) = (
-            format!("http://127.0.0.1:{port}"),
-            format!("http://127.0.0.1:{peer}"),
-        );
-        let child = std::process::Command::new("etcd")
-            .args(["--name", "private", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .arg("--initial-cluster")
-            .arg(format!("private={peer_url}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start etcd ({e}); run `scripts/services.sh up`"));
-        EtcdServer { child, port, dir }
-    }
-}
-
-/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status();
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        signal(self.child.id(), "-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lead_cancels_the_work_when_leadership_is_lost() {
     // The loss: a private etcd paused (SIGSTOP) for 6 s, so keep-alives stall and `lost()`
     // fires by the 3 s lease's deadline; then resumed, so `lead` can campaign again. (A frozen
     // connection loses the lease as well and is replaced after HTTP/2 keep-alive finds it dead,
     // ~9 s: tests/etcd.rs `a_frozen_connection_is_replaced_and_its_lock_is_lost`.)
-    let server = EtcdServer::start();
+    let server = support::EtcdServer::start();
     let url = format!("etcd://127.0.0.1:{}/lead", server.port);
     let locker = support::connect_when_up("private etcd", &url, 20 * SECOND).await;
     let pid = server.child.id();
     let lose = async move {
-        signal(pid, "-STOP");
+        support::signal(pid, "-STOP");
         // The term's lease was renewed before the pause: `lost()` fires within its 3 s.
         tokio::time::sleep(6 * SECOND).await;
-        signal(pid, "-CONT");
+        support::signal(pid, "-CONT");
     };
     let campaign = locker
         .campaign(&unique("lead"))

@@ -24,27 +24,6 @@ const SERVER: &str = "ZooKeeper";
 /// The server's minimum session timeout with tickTime 2000: the lease of the killed-holder tests.
 const SHORT_SESSION: Duration = Duration::from_secs(4);
 
-/// The test URL with `?session_timeout=4s`.
-fn url_with_short_session() -> String {
-    let url = zookeeper_url();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}session_timeout=4s")
-}
-
-/// `(hosts, root)` of the test URL, for the raw client.
-fn hosts_and_root() -> (String, String) {
-    let url = zookeeper_url();
-    let rest = url.split_once("://").expect("zookeeper URL").1;
-    let rest = rest.split('?').next().unwrap_or(rest);
-    let (hosts, root) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let root = if root.is_empty() || root == "/" {
-        "/dlock"
-    } else {
-        root
-    };
-    (hosts.to_owned(), root.trim_end_matches('/').to_owned())
-}
-
 /// `n` Lockers, each its own session, with distinct owners.
 async fn lockers(n: usize) -> Vec<Locker> {
     let mut all = Vec::new();
@@ -67,7 +46,7 @@ struct Raw {
 
 impl Raw {
     async fn connect() -> Raw {
-        let (hosts, root) = hosts_and_root();
+        let (hosts, root) = support::zookeeper_hosts_and_root();
         let client = zk::Client::connect(&hosts).await.unwrap_or_else(|e| {
             panic!("{SERVER} is not reachable at {hosts}: {e}; run `scripts/services.sh up`")
         });
@@ -198,7 +177,7 @@ impl Blackhole {
 
     /// The test URL pointed at this proxy, with a 4 s session timeout.
     fn url(&self) -> String {
-        let root = hosts_and_root().1;
+        let root = support::zookeeper_hosts_and_root().1;
         format!(
             "zookeeper://127.0.0.1:{}{root}?session_timeout=4s",
             self.port
@@ -208,7 +187,7 @@ impl Blackhole {
 
 /// The port of the test server (the raw client's first host).
 fn server_port() -> u16 {
-    let (hosts, _) = hosts_and_root();
+    let (hosts, _) = support::zookeeper_hosts_and_root();
     let first = hosts.split(',').next().unwrap_or_default();
     first
         .rsplit_once(':')
@@ -246,7 +225,7 @@ async fn a_killed_permit_holder_frees_only_its_permit() {
     // machine while still proving that the session's expiry freed it.
     scenarios::a_killed_permit_holder_frees_only_its_permit(
         &locker().await,
-        &url_with_short_session(),
+        &support::zookeeper_url_with_short_session(),
         &key,
         SHORT_SESSION,
         Duration::from_secs(30),
@@ -261,7 +240,7 @@ async fn killing_the_leader_elects_another() {
     // Session 4 s, expired in 2 s ticks: a new leader ~4-6 s after the kill; 16 s of slack.
     scenarios::killing_the_leader_elects_another(
         &lockers(4).await,
-        &url_with_short_session(),
+        &support::zookeeper_url_with_short_session(),
         &name,
         SHORT_SESSION,
         Duration::from_secs(16),

@@ -463,3 +463,75 @@ pub fn temp_dir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// A private etcd on free ports (tests pause it with `signal`), stopped by pid on drop.
+pub struct EtcdServer {
+    pub child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl EtcdServer {
+    pub fn start() -> EtcdServer {
+        let (port, peer) = (free_port(), free_port());
+        let dir = temp_dir("etcd-private");
+        let (client_url, peer_url) = (
+            format!("http://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{peer}"),
+        );
+        let child = Command::new("etcd")
+            .args(["--name", "private", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .arg("--initial-cluster")
+            .arg(format!("private={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd ({e}); run `scripts/services.sh up`"));
+        EtcdServer { child, port, dir }
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to the server.
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// The ZooKeeper test URL with `?session_timeout=4s` (the server's minimum with tickTime 2000).
+pub fn zookeeper_url_with_short_session() -> String {
+    let url = zookeeper_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}session_timeout=4s")
+}
+
+/// `(hosts, root)` of the ZooKeeper test URL, for a raw client.
+pub fn zookeeper_hosts_and_root() -> (String, String) {
+    let url = zookeeper_url();
+    let rest = url.split_once("://").expect("zookeeper URL").1;
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let (hosts, root) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let root = if root.is_empty() || root == "/" {
+        "/dlock"
+    } else {
+        root
+    };
+    (hosts.to_owned(), root.trim_end_matches('/').to_owned())
+}
