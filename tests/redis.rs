@@ -35,6 +35,158 @@ async fn leftovers(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Per-task critical sections of 16 tasks over 4 Lockers taking one key until `total` were
+/// done, and how often the releasing task took the key straight back (barging).
+async fn take_turns(lockers: &[Locker], key: &str, total: u64) -> (Vec<u64>, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    // The task that held last, +1 (0: none yet); a non-atomic counter checks exclusion.
+    let last = Arc::new(AtomicU64::new(0));
+    let again = Arc::new(AtomicU64::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..16u64)
+        .map(|t| {
+            let locker = lockers[t as usize % lockers.len()].clone();
+            let (key, done, last, again, counter) = (
+                key.to_owned(),
+                done.clone(),
+                last.clone(),
+                again.clone(),
+                counter.clone(),
+            );
+            tokio::spawn(async move {
+                let mut mine = 0u64;
+                loop {
+                    let g = locker.lock(&key).wait(60 * SECOND).await.unwrap();
+                    if done.load(Ordering::SeqCst) >= total {
+                        g.release().await.unwrap();
+                        return mine;
+                    }
+                    if last.swap(t + 1, Ordering::SeqCst) == t + 1 {
+                        again.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let seen = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(seen + 1, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
+                    mine += 1;
+                    g.release().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), total, "exclusive");
+    (counts, again.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_lockers_take_turns_so_every_task_gets_a_fair_share() {
+    let key = unique("fair");
+    let lockers = [
+        locker().await,
+        locker().await,
+        locker().await,
+        locker().await,
+    ];
+    let (counts, barged) = take_turns(&lockers, &key, 640).await;
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    // The Lockers take turns through the key's queue and each Locker's waiters are FIFO, so
+    // per-task counts stay close (DESIGN: within 2x) and the releasing task does not take the
+    // key straight back while others wait (DESIGN: under 10 % of hand-offs).
+    assert!(*max <= 2 * *min, "per-task counts {counts:?}");
+    assert!(
+        barged * 10 < 640,
+        "the releaser took the key back {barged} times of 640"
+    );
+    assert!(
+        leftovers(&key).await.is_empty(),
+        "the queue of waiting Lockers goes with its last waiter"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locker_that_dies_while_queued_holds_a_free_key_back_only_until_its_place_lapses() {
+    let key = unique("dead-queued");
+    let holder = locker().await;
+    let held = holder.lock(&key).ttl(30 * SECOND).await.unwrap();
+    // Another process queues for the key, then dies without leaving the queue.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dlock-hold"))
+        .args([redis_url().as_str(), key.as_str(), "30000", "fixed", "lock"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn dlock-hold");
+    let queue = format!("dlock:{{{key}}}:queue");
+    let mut con = raw().await;
+    let queued_at = Instant::now();
+    while con.llen::<_, i64>(&queue).await.unwrap() == 0 {
+        assert!(
+            queued_at.elapsed() < 10 * SECOND,
+            "the child process never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    // A waiter of a third Locker queues behind the dead one.
+    let (third, wanted) = (locker().await, key.clone());
+    let waiting = tokio::spawn(async move {
+        let g = third.lock(&wanted).wait(30 * SECOND).await;
+        (g, Instant::now())
+    });
+    while con.llen::<_, i64>(&queue).await.unwrap() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let released_at = Instant::now();
+    held.release().await.unwrap();
+    let (g, got_at) = waiting.await.unwrap();
+    let g = g.expect("the waiter behind a dead Locker gets the key");
+    // The dead Locker's place lapses 3 s after its last renewal; 10 s is a generous bound for a
+    // loaded machine (without the lapse the waiter would wait out its whole 30 s).
+    assert!(
+        got_at - released_at < 10 * SECOND,
+        "waited {:?} behind a dead Locker",
+        got_at - released_at
+    );
+    g.release().await.unwrap();
+    assert!(
+        !con.exists::<_, bool>(&queue).await.unwrap(),
+        "the dead Locker's place is gone"
+    );
+}
+
+#[tokio::test]
+async fn a_waiter_that_gives_up_leaves_the_queue_of_lockers_at_once() {
+    let key = unique("gives-up");
+    let holder = locker().await;
+    let held = holder.lock(&key).ttl(30 * SECOND).await.unwrap();
+    let other = locker().await;
+    let gave_up = other.lock(&key).wait(Duration::from_millis(300)).await;
+    assert!(matches!(gave_up, Err(Error::Busy { .. })), "{gave_up:?}");
+    // Its Locker leaves the key's queue in the background, one round trip; the place would
+    // only lapse after 3 s, so 2 s tells the two apart with room for a slow machine.
+    let queue = format!("dlock:{{{key}}}:queue");
+    let mut con = raw().await;
+    let since = Instant::now();
+    while con.exists::<_, bool>(&queue).await.unwrap() {
+        assert!(
+            since.elapsed() < 2 * SECOND,
+            "the queue still names the Locker that gave up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held.release().await.unwrap();
+    // Nobody is queued: a third Locker's single attempt gets the free key.
+    let third = locker().await;
+    let g = third.try_lock(&key).await.unwrap();
+    assert!(
+        g.is_some(),
+        "a free key with no one queued is granted at once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_tasks_over_four_lockers_keep_a_counter_exact_with_increasing_fences() {
     let key = unique("counter");

@@ -323,6 +323,11 @@ const REDIS_ACL: &[&str] = &[
     "+zscore",
     "+zcard",
     "+pexpireat",
+    "+exists",
+    "+lrange",
+    "+lrem",
+    "+lset",
+    "+rpush",
 ];
 
 /// A TLS-only `redis-server` asking clients for a certificate, with `default` off, an `admin`

@@ -139,12 +139,17 @@ async fn floor_cycle<C: ConnectionLike>(
     if let Shape::DlockScripts = shape {
         let (acquire, release) = dlock::backend::redis::cycle_scripts();
         let channel = format!("{key}:released");
+        let queue = format!("{key}:queue");
+        // dlock's Locker id is 16 hex digits; one attempt, no waiting (`0`), as the bench asks.
         let (won, _fence, _missing): (i64, i64, i64) = acquire
             .key(key)
             .key(&fence_key)
+            .key(&queue)
             .arg(&tok)
             .arg(TTL_MS)
             .arg(0)
+            .arg("0123456789abcdef")
+            .arg("0")
             .invoke_async(con)
             .await
             .map_err(err)?;
@@ -153,8 +158,10 @@ async fn floor_cycle<C: ConnectionLike>(
         }
         let n: i64 = release
             .key(key)
+            .key(&queue)
             .arg(&tok)
             .arg(&channel)
+            .arg("0123456789abcdef")
             .invoke_async(con)
             .await
             .map_err(err)?;

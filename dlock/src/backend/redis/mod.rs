@@ -11,15 +11,36 @@
 //! Every state change is atomic on the server; no step can interleave with another client's in
 //! a way that breaks the lock:
 //!
-//! - **acquire**: one round trip, one Lua script (`EVALSHA`): `SET lock token NX PX ttl`; when
-//!   that wins, the fence by the rule below, stored back as the key's fence counter. A waiter at
-//!   the front of the local queue asks `PTTL lock` after a lost attempt, to bound its fallback.
+//! - **acquire**: one round trip, one Lua script (`EVALSHA`): unless other Lockers are queued
+//!   for the key (see "Waiting"), `SET lock token NX PX ttl`; when that wins, the fence by the
+//!   rule below, stored back as the key's fence counter. A lost attempt answers how long the
+//!   holder's lease has left, which bounds the waiter's fallback.
 //! - Scripts run with `EVALSHA` (loaded on first use, reloaded when the server answers
 //!   `NOSCRIPT`); the two token-checked steps:
 //! - **release**: if `GET lock == token` then `DEL lock` and `PUBLISH released`; returns 1 or 0.
 //!   Never `GET` then `DEL` from the client: the lease could expire and another client take the
 //!   lock between the two, and the `DEL` would free *their* lock.
 //! - **extend** (also the watchdog's renewal): if `GET lock == token` then `PEXPIRE lock ttl`.
+//!
+//! # Waiting
+//! Within one Locker, waiters of a key queue FIFO: a release hands the lock straight to the
+//! front waiter (one script, the key never free) or, when the key went free, its notice wakes
+//! the front waiter only; a newcomer queues behind waiters already there.
+//!
+//! Across Lockers (other processes), the order is kept on the server, in the key's queue of
+//! waiting Lockers (`dlock:{E(k)}:queue`, a list of `<place ends, server ms>:<locker id>`): a
+//! waiting acquire whose attempt loses takes a place at the back, or renews the place it has.
+//! While a queue exists, the key goes only to the Locker first in it, also when the key is free
+//! (no barging past the queue, also not by `try_lock`); a grant takes the Locker out. A
+//! release that could hand the lock to a local waiter does so only while no other Locker is
+//! queued; otherwise it frees the key, puts its own Locker at the back and its notice names
+//! the Locker now first, whose front waiter alone attempts. So Lockers take turns, one grant
+//! each, and every task gets its share (the bench's 16 tasks over 4 Lockers: per-task counts
+//! equal to within one).
+//!
+//! A place lasts 3 s unless renewed; a waiting Locker's front waiter attempts (and so renews
+//! it) at least every second, and a Locker whose last waiter gives up leaves the queue at once.
+//! A Locker that dies or freezes while queued therefore holds a free key back for at most 3 s.
 //!
 //! # Fences
 //! A fence must never repeat or go back for a key, also when the server loses or rolls back its
@@ -106,13 +127,14 @@ use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 use connection::{connect_error, refuse_evicting_server, Target};
 pub(crate) use connection::{manager_config, open_client, tls_files, Conn};
-use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, RELEASE_SHARDED};
+use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, LEAVE_QUEUE, RELEASE_SHARDED};
 pub(crate) use scripts::{EXTEND, RELEASE};
 
 /// The acquire and release scripts of an uncontended cycle, for the benchmark's floor of dlock's
-/// own shape (the same server work issued raw). `ACQUIRE`: keys lock, fence counter; arguments
-/// token, ttl in ms, highest fence seen; returns `{1, fence, counter_was_missing}` when won.
-/// `RELEASE`: key lock; arguments token, notice channel; returns 1 when released.
+/// own shape (the same server work issued raw). `ACQUIRE`: keys lock, fence counter, queue;
+/// arguments token, ttl in ms, highest fence seen, Locker id, `1` when waiting; returns `{1,
+/// fence, counter_was_missing}` when won. `RELEASE`: keys lock, queue; arguments token, notice
+/// channel, Locker id; returns 1 when released.
 #[doc(hidden)]
 pub fn cycle_scripts() -> (&'static Script, &'static Script) {
     (&ACQUIRE, &RELEASE)
@@ -123,12 +145,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
 const FALLBACK_MIN: Duration = Duration::from_millis(200);
-const FALLBACK_MAX: Duration = Duration::from_secs(5);
+/// The longest a front waiter goes without an attempt: each attempt renews its Locker's place
+/// in the key's queue ([`scripts::QUEUE_MARK_MS`], three times as long).
+const FALLBACK_MAX: Duration = Duration::from_secs(1);
 /// How often a waiter behind others checks whether it has become the front one.
 const FRONT_CHECK: Duration = Duration::from_millis(500);
 
 /// How many times in a row a key may be handed from holder to local waiter before a release
-/// lets it go free, so waiters of other Lockers (other processes) get their chance too.
+/// lets it go free (a queued Locker ends the run at once: see the module docs, "Waiting").
 const MAX_HANDOFFS_IN_A_ROW: u32 = 16;
 
 /// The Redis names of one user key (see the module docs).
@@ -140,6 +164,8 @@ pub struct RedisKeys {
     pub fence: Vec<u8>,
     /// The release-notice channel: `dlock:{E(k)}:released`.
     pub channel: Vec<u8>,
+    /// The queue of Lockers waiting for the lock: `dlock:{E(k)}:queue`.
+    pub queue: Vec<u8>,
 }
 
 impl RedisKeys {
@@ -175,10 +201,12 @@ impl RedisKeys {
         };
         let fence = with(b":fence");
         let channel = with(b":released");
+        let queue = with(b":queue");
         RedisKeys {
             lock,
             fence,
             channel,
+            queue,
         }
     }
 }
@@ -188,6 +216,8 @@ impl RedisKeys {
 pub struct RedisBackend {
     target: Target,
     commands: Conn,
+    /// This Locker's name in the queues of waiting Lockers (random, 16 hex digits).
+    id: Arc<str>,
     notices: Arc<Notices>,
     /// The highest fence this backend has handed out: a re-seeded counter must start above it.
     highest_fence: AtomicU64,
@@ -299,10 +329,12 @@ impl RedisBackend {
     }
 
     fn with(target: Target, commands: Conn, replicas: u32, restart_delay: Duration) -> Self {
+        let id: Arc<str> = format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0).into();
         RedisBackend {
             target,
             commands,
-            notices: Arc::new(Notices::default()),
+            notices: Arc::new(Notices::new(id.clone())),
+            id,
             highest_fence: AtomicU64::new(0),
             replicas,
             restart_delay,
@@ -419,6 +451,30 @@ impl RedisBackend {
         }
     }
 
+    /// The publishing command for this server's notices (as in [`Self::release_script`]).
+    fn publish_command(&self) -> &'static str {
+        match self.commands {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
+        }
+    }
+
+    /// Token-checked release of `token`'s hold on the lock (see [`RELEASE`]): true when it held.
+    async fn release_token(&self, keys: &RedisKeys, token: &str) -> Result<bool> {
+        let mut con = self.commands.clone();
+        let script = self.release_script();
+        let mut cmd = scripts::evalsha(script, 2);
+        cmd.arg(&keys.lock)
+            .arg(&keys.queue)
+            .arg(token)
+            .arg(&keys.channel)
+            .arg(&*self.id);
+        let released: i64 = scripts::run(&mut con, script, &cmd)
+            .await
+            .map_err(backend_err)?;
+        Ok(released == 1)
+    }
+
     /// The highest fence this backend handed out (for a backend that replaces it after a
     /// failover, so its fence check goes on from there).
     pub(crate) fn highest_fence(&self) -> u64 {
@@ -437,7 +493,10 @@ impl RedisBackend {
         self.attempts.load(Ordering::Relaxed)
     }
 
-    /// One acquire attempt: the fence and when the lease started when won, `None` when busy.
+    /// One acquire attempt: the fence and when the lease started when won, or busy with how
+    /// long the holder's lease (or the first queued Locker's turn) has left when known. A lost
+    /// attempt of a waiting acquire (`waiting`) takes or renews this Locker's place in the
+    /// key's queue.
     ///
     /// One round trip, the [`ACQUIRE`] script. A key that already holds this acquisition's
     /// token counts as won: a release may have handed it the lock although the waiter never
@@ -450,23 +509,30 @@ impl RedisBackend {
         keys: &RedisKeys,
         token: &str,
         ttl: Duration,
-    ) -> Result<Option<(u64, Instant)>> {
+        waiting: bool,
+    ) -> Result<Attempt> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let mut con = self.commands.clone();
         let seen = self.highest_fence.load(Ordering::Acquire);
         let sent_at = Instant::now();
-        let mut cmd = scripts::evalsha(&ACQUIRE, 2);
+        let mut cmd = scripts::evalsha(&ACQUIRE, 3);
         cmd.arg(&keys.lock)
             .arg(&keys.fence)
+            .arg(&keys.queue)
             .arg(token)
             .arg(ttl_ms(ttl))
-            .arg(seen);
+            .arg(seen)
+            .arg(&*self.id)
+            .arg(if waiting { "1" } else { "0" });
         let (outcome, fence, counter_was_missing): (i64, i64, i64) =
             scripts::run(&mut con, &ACQUIRE, &cmd)
                 .await
                 .map_err(backend_err)?;
         match outcome {
-            0 => return Ok(None),
+            0 => {
+                let left = u64::try_from(fence).ok().map(Duration::from_millis);
+                return Ok(Attempt::Busy { left });
+            }
             1 => {}
             _ => {
                 return Err(backend_err(format!(
@@ -493,12 +559,12 @@ impl RedisBackend {
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend_err)?;
-            return Ok(None);
+            return Ok(Attempt::Busy { left: None });
         }
         let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence"))?;
         self.highest_fence.fetch_max(fence, Ordering::AcqRel);
         self.replicated_or_undo(keys, token, ttl).await?;
-        Ok(Some((fence, sent_at)))
+        Ok(Attempt::Won { fence, sent_at })
     }
 
     /// Whether the server has been up for less than `restart_delay` (asked with `INFO server`
@@ -575,15 +641,7 @@ impl RedisBackend {
         if self.replicated(keys, ttl).await? {
             return Ok(());
         }
-        let mut con = self.commands.clone();
-        let _: i64 = self
-            .release_script()
-            .key(&keys.lock)
-            .arg(token)
-            .arg(&keys.channel)
-            .invoke_async(&mut con)
-            .await
-            .map_err(backend_err)?;
+        self.release_token(keys, token).await?;
         Err(backend_err(format!(
             "fewer than {} replica(s) confirmed the grant within {:?} (?replicas={}); \
              the grant was withdrawn: a failover could have lost it",
@@ -605,20 +663,15 @@ impl RedisBackend {
             }
             *state = Handoff::Abandoned;
         }
-        let (mut con, lock, channel, token, release) = (
-            self.commands.clone(),
-            keys.lock.clone(),
-            keys.channel.clone(),
-            waiter.token.clone(),
-            self.release_script(),
-        );
+        let (mut con, release) = (self.commands.clone(), self.release_script());
+        let mut cmd = scripts::evalsha(release, 2);
+        cmd.arg(&keys.lock)
+            .arg(&keys.queue)
+            .arg(&waiter.token)
+            .arg(&keys.channel)
+            .arg(&*self.id);
         crate::runtime::spawn_background(async move {
-            let undo: redis::RedisResult<i64> = release
-                .key(&lock)
-                .arg(&token)
-                .arg(&channel)
-                .invoke_async(&mut con)
-                .await;
+            let undo: redis::RedisResult<i64> = scripts::run(&mut con, release, &cmd).await;
             if let Err(e) = undo {
                 tracing::debug!(target: "dlock", backend = NAME, error = %e, "undoing an abandoned hand-off failed; its lease will run out");
             }
@@ -626,15 +679,22 @@ impl RedisBackend {
         true
     }
 
-    /// The holder's remaining lease (`None`: no key, or a foreign key without expiry).
-    async fn holder_pttl(&self, keys: &RedisKeys) -> Result<Option<Duration>> {
+    /// Takes this Locker out of the key's queue of waiting Lockers, in the background (its last
+    /// local waiter gave up); when it was first in line for a free key, the next Locker is told.
+    fn leave_queue(&self, keys: &RedisKeys) {
         let mut con = self.commands.clone();
-        let pttl: i64 = redis::cmd("PTTL")
-            .arg(&keys.lock)
-            .query_async(&mut con)
-            .await
-            .map_err(backend_err)?;
-        Ok(u64::try_from(pttl).ok().map(Duration::from_millis))
+        let mut cmd = scripts::evalsha(&LEAVE_QUEUE, 2);
+        cmd.arg(&keys.lock)
+            .arg(&keys.queue)
+            .arg(&*self.id)
+            .arg(&keys.channel)
+            .arg(self.publish_command());
+        crate::runtime::spawn_background(async move {
+            let left: redis::RedisResult<i64> = scripts::run(&mut con, &LEAVE_QUEUE, &cmd).await;
+            if let Err(e) = left {
+                tracing::debug!(target: "dlock", backend = NAME, error = %e, "leaving a key's queue failed; the place lapses by itself");
+            }
+        });
     }
 
     /// Makes sure the pub/sub connection listens on `channel` (for a waiter already queued).
@@ -830,8 +890,11 @@ fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), (
     };
     match push.kind {
         PushKind::Message | PushKind::SMessage => {
-            if let Some(Value::BulkString(channel)) = push.data.first() {
-                notices.wake_front(channel);
+            // A notice names whose turn it is: a queued Locker's id, or `1` (anyone).
+            if let [Value::BulkString(channel), Value::BulkString(turn), ..] = &push.data[..] {
+                if turn == b"1" || turn.as_slice() == notices.id.as_bytes() {
+                    notices.wake_front(channel);
+                }
             }
         }
         // A notice may have been lost while reconnecting: let every front waiter subscribe
@@ -846,8 +909,9 @@ fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), (
 }
 
 /// Local waiters per channel, in arrival order.
-#[derive(Default)]
 struct Notices {
+    /// The Locker's id: a notice naming another Locker's turn wakes no one here.
+    id: Arc<str>,
     queues: Mutex<HashMap<Vec<u8>, Queue>>,
     /// The notice connection dropped since the last subscription check.
     disconnected: AtomicBool,
@@ -905,6 +969,15 @@ impl Waiter {
         self.handoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Ends a hand-off that passed the turn to another Locker: back to waiting, without a
+    /// wake-up (this Locker's turn comes with a notice naming it).
+    fn reopen(&self) {
+        let mut state = self.handoff();
+        if matches!(*state, Handoff::Claimed) {
+            *state = Handoff::Open;
+        }
+    }
+
     /// Ends a hand-off: granted, or back to waiting (the release found the lock not ours, or
     /// failed, or was dropped).
     fn settle(&self, grant: Option<(u64, Instant)>) {
@@ -933,6 +1006,14 @@ impl Drop for SettleOnDrop {
 }
 
 impl Notices {
+    fn new(id: Arc<str>) -> Self {
+        Notices {
+            id,
+            queues: Mutex::default(),
+            disconnected: AtomicBool::new(false),
+        }
+    }
+
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Queue>> {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -1019,9 +1100,22 @@ impl Notices {
     }
 }
 
+/// The outcome of one acquire attempt.
+enum Attempt {
+    Won {
+        fence: u64,
+        sent_at: Instant,
+    },
+    /// `left`: the holder's lease left, or the first queued Locker's turn (when known).
+    Busy {
+        left: Option<Duration>,
+    },
+}
+
 /// A place in a key's local queue, left on drop (also when the acquire future is dropped).
 struct QueuePlace<'a> {
     backend: &'a RedisBackend,
+    keys: &'a RedisKeys,
     channel: &'a [u8],
     waiter: Arc<Waiter>,
     /// Leaving with the lock: the next waiter waits for our release notice.
@@ -1043,8 +1137,12 @@ impl Drop for QueuePlace<'_> {
         {
             return;
         }
-        // The last local waiter of this key left: unsubscribe in the background (a drop must
-        // not wait for the server).
+        // The last local waiter of this key left. Without the lock: this Locker leaves the
+        // key's queue (a grant took it out already). Either way unsubscribe; in the background
+        // (a drop must not wait for the server).
+        if !self.acquired {
+            self.backend.leave_queue(self.keys);
+        }
         if let Some(pubsub) = self.backend.pubsub.get() {
             crate::runtime::spawn_background(unsubscribe_if_idle(
                 pubsub.clone(),
@@ -1091,8 +1189,8 @@ impl RedisBackend {
         if one_attempt || !self.notices.has_waiters(&keys.channel) {
             // Boxed: its state (restart checks, replica waits) is large and rarely needed past
             // the first poll; inline, it would be copied into every acquire's future.
-            let attempt = Box::pin(self.attempt(&keys, token, ttl));
-            if let Some((fence, sent_at)) = within_wait(NAME, deadline, attempt).await? {
+            let attempt = Box::pin(self.attempt(&keys, token, ttl, !one_attempt));
+            if let Attempt::Won { fence, sent_at } = within_wait(NAME, deadline, attempt).await? {
                 return Ok(Some(Grant::new(Some(fence), sent_at)));
             }
             if one_attempt {
@@ -1114,12 +1212,15 @@ impl RedisBackend {
         ttl: Duration,
         deadline: Option<Instant>,
     ) -> Result<Option<Grant>> {
-        let mut holder_pttl: Option<Duration> = None;
+        // How long the holder's lease (or the first queued Locker's turn) has left, as the last
+        // lost attempt heard.
+        let mut busy_for: Option<Duration> = None;
         // Join the queue and subscribe before the next attempt, so no notice is missed.
         let waiter = Arc::new(Waiter::new(token, ttl));
         let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
         let mut place = QueuePlace {
             backend: self,
+            keys,
             channel: &keys.channel,
             waiter: waiter.clone(),
             acquired: false,
@@ -1149,16 +1250,12 @@ impl RedisBackend {
                 }
                 // Consume a wake-up before attempting: the attempt answers it.
                 waiter.pending.store(false, Ordering::Release);
-                if let Some((fence, sent_at)) =
-                    within_wait(NAME, deadline, self.attempt(keys, token, ttl)).await?
-                {
-                    place.acquired = true;
-                    return Ok(Some(Grant::new(Some(fence), sent_at)));
-                }
-                // The front waiter bounds its fallback by the holder's remaining lease
-                // (asked only here, off the uncontended path).
-                if self.notices.is_front(&keys.channel, &waiter) {
-                    holder_pttl = within_wait(NAME, deadline, self.holder_pttl(keys)).await?;
+                match within_wait(NAME, deadline, self.attempt(keys, token, ttl, true)).await? {
+                    Attempt::Won { fence, sent_at } => {
+                        place.acquired = true;
+                        return Ok(Some(Grant::new(Some(fence), sent_at)));
+                    }
+                    Attempt::Busy { left } => busy_for = left,
                 }
             }
             let left = remaining(deadline);
@@ -1188,13 +1285,15 @@ impl RedisBackend {
                 continue;
             }
             // Only the front waiter retries on a fallback for a missed notice, within the
-            // holder's remaining lease, jittered. The others attempt when woken; they check
-            // now and then whether they have moved to the front meanwhile (the waiter ahead
-            // took the lock and may never release it: crashed, or its lease ran out).
+            // holder's remaining lease (or the queued Locker's turn), jittered, and at least
+            // every [`FALLBACK_MAX`] (which renews this Locker's place in the key's queue). The
+            // others attempt when woken; they check now and then whether they have moved to the
+            // front meanwhile (the waiter ahead took the lock and may never release it:
+            // crashed, or its lease ran out).
             let front = self.notices.is_front(&keys.channel, &waiter);
             let mut sleep = if front {
-                let bound = match holder_pttl.take() {
-                    Some(pttl) => fallback.min(pttl + Duration::from_millis(1)),
+                let bound = match busy_for.take() {
+                    Some(left) => fallback.min(left + Duration::from_millis(1)),
                     None => fallback.min(Duration::from_millis(5)),
                 };
                 jitter(bound / 2, bound)
@@ -1295,29 +1394,32 @@ impl Backend for RedisBackend {
             if let Some(waiter) = self.notices.claim_front(&keys.channel) {
                 let mut settle = SettleOnDrop(Some(waiter.clone()));
                 let sent_at = Instant::now();
-                let fence: i64 = HANDOFF
-                    .key(&keys.lock)
-                    .key(&keys.fence)
+                let mut cmd = scripts::evalsha(&HANDOFF, 3);
+                cmd.arg(&keys.lock)
+                    .arg(&keys.fence)
+                    .arg(&keys.queue)
                     .arg(token)
                     .arg(&waiter.token)
                     .arg(ttl_ms(waiter.ttl))
-                    .invoke_async(&mut con)
+                    .arg(&*self.id)
+                    .arg(&keys.channel)
+                    .arg(self.publish_command());
+                let fence: i64 = scripts::run(&mut con, &HANDOFF, &cmd)
                     .await
                     .map_err(backend_err)?;
                 settle.0 = None;
+                if fence < 0 {
+                    // Another Locker was queued: released for its turn; our waiter waits for
+                    // ours (this Locker went to the back of the key's queue).
+                    waiter.reopen();
+                    return Ok(true);
+                }
                 let mut granted = u64::try_from(fence).ok().filter(|f| *f > 0);
                 if let Some(f) = granted {
                     self.highest_fence.fetch_max(f, Ordering::AcqRel);
                     // Not confirmed by the replicas: withdrawn; the waiter tries again.
                     if !self.replicated(&keys, waiter.ttl).await? {
-                        let _: i64 = self
-                            .release_script()
-                            .key(&keys.lock)
-                            .arg(&waiter.token)
-                            .arg(&keys.channel)
-                            .invoke_async(&mut con)
-                            .await
-                            .map_err(backend_err)?;
+                        self.release_token(&keys, &waiter.token).await?;
                         granted = None;
                     }
                 }
@@ -1326,27 +1428,14 @@ impl Backend for RedisBackend {
                     // The waiter's acquire was dropped while the lock was on its way: give the
                     // lock up for it (its own cancel-release may have run before the hand-off).
                     if granted.is_some() {
-                        let _: i64 = self
-                            .release_script()
-                            .key(&keys.lock)
-                            .arg(&waiter.token)
-                            .arg(&keys.channel)
-                            .invoke_async(&mut con)
-                            .await
-                            .map_err(backend_err)?;
+                        self.release_token(&keys, &waiter.token).await?;
                     }
                 } else {
                     waiter.settle(granted.map(|f| (f, sent_at)));
                 }
                 return Ok(granted.is_some());
             }
-            let script = self.release_script();
-            let mut cmd = scripts::evalsha(script, 1);
-            cmd.arg(&keys.lock).arg(token).arg(&keys.channel);
-            let released: i64 = scripts::run(&mut con, script, &cmd)
-                .await
-                .map_err(backend_err)?;
-            Ok(released == 1)
+            self.release_token(&keys, token).await
         })
     }
 
@@ -1417,6 +1506,7 @@ mod tests {
         assert_eq!(k.lock, b"dlock:{a%7Db%7Bc%25}");
         assert_eq!(k.fence, b"dlock:{a%7Db%7Bc%25}:fence");
         assert_eq!(k.channel, b"dlock:{a%7Db%7Bc%25}:released");
+        assert_eq!(k.queue, b"dlock:{a%7Db%7Bc%25}:queue");
         assert_ne!(RedisKeys::new("%7D").lock, RedisKeys::new("}").lock);
         assert_ne!(RedisKeys::new("a").lock, RedisKeys::new("a}").lock);
     }

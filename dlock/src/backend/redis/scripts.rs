@@ -31,16 +31,91 @@ pub(crate) async fn run<T: FromRedisValue>(
     }
 }
 
-/// Token-checked release: `DEL` if the lock holds `ARGV[1]`, then a notice on `ARGV[2]` with
-/// `publish` (`PUBLISH`, or `SPUBLISH` in a cluster).
+/// How long a Locker's place in a key's queue of waiting Lockers lasts unless renewed (ms). A
+/// waiting Locker renews it at least every second (each attempt of its front waiter does), so a
+/// Locker that died or froze while queued holds a free key back for at most this long.
+pub(super) const QUEUE_MARK_MS: u64 = 3_000;
+
+/// Lua helpers over a key's queue of waiting Lockers (fair waiting across Lockers: see the
+/// module docs, "Waiting"): a list of entries `<mark end, server ms>:<locker id>` in arrival
+/// order. `queue_now()` is the server's clock in ms; `queue_live(q, now)` returns the live
+/// entries in order as `{id, mark end, entry}`, dropping ended marks; `queue_first_other(live,
+/// me)` the first Locker other than `me`; `queue_leave(q, live, me)` takes `me` out;
+/// `queue_mark(q, live, me, now)` renews `me`'s place, or adds it at the back.
+const QUEUE: &str = r"
+local function queue_now()
+  local c = redis.call('TIME')
+  return tonumber(c[1]) * 1000 + math.floor(tonumber(c[2]) / 1000)
+end
+local function queue_live(q, now)
+  local live = {}
+  for _, e in ipairs(redis.call('LRANGE', q, 0, -1)) do
+    local sep = string.find(e, ':', 1, true)
+    local ends = sep and tonumber(string.sub(e, 1, sep - 1))
+    if ends and ends > now then
+      live[#live + 1] = {string.sub(e, sep + 1), ends, e}
+    else
+      redis.call('LREM', q, 1, e)
+    end
+  end
+  return live
+end
+local function queue_first_other(live, me)
+  for _, e in ipairs(live) do
+    if e[1] ~= me then return e end
+  end
+  return nil
+end
+local function queue_leave(q, live, me)
+  for i, e in ipairs(live) do
+    if e[1] == me then
+      redis.call('LREM', q, 1, e[3])
+      table.remove(live, i)
+      return true
+    end
+  end
+  return false
+end
+local function queue_mark(q, live, me, now)
+  local entry = string.format('%d', now + QUEUE_MARK_MS) .. ':' .. me
+  local at = nil
+  for i, e in ipairs(live) do
+    if e[1] == me then at = i end
+  end
+  if at then
+    redis.call('LSET', q, at - 1, entry)
+  else
+    redis.call('RPUSH', q, entry)
+  end
+  redis.call('PEXPIRE', q, QUEUE_MARK_MS)
+end";
+
+/// [`QUEUE`] with its mark length filled in.
+fn queue_helpers() -> String {
+    QUEUE.replace("QUEUE_MARK_MS", &QUEUE_MARK_MS.to_string())
+}
+
+/// Token-checked release. KEYS: lock, queue of waiting Lockers. ARGV: token, notice channel,
+/// this Locker's id. `DEL` if the lock holds the token, then a notice on the channel with
+/// `publish` (`PUBLISH`, or `SPUBLISH` in a cluster) naming whose turn it is: the first queued
+/// Locker's id, or `1` (anyone) when none is queued. This Locker's own place, if any, goes (it
+/// has no waiter left for the key when it releases this way). Returns 1, or 0 when not held.
 fn release_script(publish: &str) -> Script {
     Script::new(&format!(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('{publish}', ARGV[2], '1')
-  return 1
+        r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
 end
-return 0"
+redis.call('DEL', KEYS[1])
+local turn = '1'
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  {queue}
+  local live = queue_live(KEYS[2], queue_now())
+  queue_leave(KEYS[2], live, ARGV[3])
+  if live[1] then turn = live[1][1] end
+end
+redis.call('{publish}', ARGV[2], turn)
+return 1",
+        queue = queue_helpers()
     ))
 }
 
@@ -49,6 +124,28 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| release_script("P
 /// [`RELEASE`] for a Redis Cluster: the notice is sharded (`SPUBLISH`), published on the node
 /// that holds the key (the channel shares the key's hash tag) to that shard's subscribers.
 pub(crate) static RELEASE_SHARDED: LazyLock<Script> = LazyLock::new(|| release_script("SPUBLISH"));
+
+/// A Locker whose last local waiter for a key gave up leaves the key's queue. KEYS: lock,
+/// queue. ARGV: the Locker's id, notice channel, `PUBLISH`|`SPUBLISH`. When it was first in line
+/// and the key is free, the next Locker is told it is its turn. Returns 1 when it was queued.
+pub(super) static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+{queue}
+local live = queue_live(KEYS[2], queue_now())
+local was_first = live[1] ~= nil and live[1][1] == ARGV[1]
+if not queue_leave(KEYS[2], live, ARGV[1]) then
+  return 0
+end
+if was_first and live[1] and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call(ARGV[3], ARGV[2], live[1][1])
+end
+return 1",
+        queue = queue_helpers()
+    ))
+});
 
 /// The fence rule every grant follows: `max(counter + 1, server time in µs)`, stored back as the
 /// counter (see the module docs, "Fences"). `ARGV[h]` is the highest fence the client has seen:
@@ -66,20 +163,51 @@ pub(super) fn fence_rule(counter: &str) -> String {
     FENCE_RULE.replace("KEYS[2]", counter)
 }
 
-/// Acquire: `SET lock token NX PX ttl`; when won, the fence by [`FENCE_RULE`]. Returns
-/// `{1, fence, counter_was_missing}`, `{0, 0, 0}` when busy, `{-1, fence, 0}` when the fence
-/// would not be above `ARGV[3]` (the lock is then given back). A key already holding `ARGV[1]`
-/// (this acquisition's own token: an unannounced hand-off, or an earlier try of this acquire
-/// whose answer was lost) counts as won: its lease is set afresh and the fence it drew returned.
+/// Acquire. KEYS: lock, fence counter, queue of waiting Lockers. ARGV: token, ttl ms, highest
+/// fence seen, this Locker's id, `1` when the acquire waits (a lost attempt then takes or
+/// renews the Locker's place in the queue) or `0`.
+///
+/// While other Lockers are queued, the key goes only to the first of them (also when free: no
+/// barging past a queue); otherwise `SET lock token NX PX ttl`, and when that wins, the fence by
+/// [`FENCE_RULE`] and the Locker's place in the queue, if any, is given up. Returns `{1, fence,
+/// counter_was_missing}`, `{0, ms, 0}` when busy (`ms`: the holder's lease left, or the first
+/// queued Locker's place while the key is free; negative when unknown), `{-1, fence, 0}` when
+/// the fence would not be above `ARGV[3]` (the lock is then given back). A key already holding
+/// `ARGV[1]` (this acquisition's own token: an unannounced hand-off, or an earlier try of this
+/// acquire whose answer was lost) counts as won: its lease is set afresh and the fence it drew
+/// returned.
 pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        r"local queued = redis.call('EXISTS', KEYS[3]) == 1
+{queue}
+local now_ms, live
+if queued then
+  now_ms = queue_now()
+  live = queue_live(KEYS[3], now_ms)
+  local first = live[1]
+  if first and first[1] ~= ARGV[4] and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    if ARGV[5] == '1' then queue_mark(KEYS[3], live, ARGV[4], now_ms) end
+    local left = redis.call('PTTL', KEYS[1])
+    if left < 0 then left = first[2] - now_ms end
+    return {{0, left, 0}}
+  end
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if redis.call('GET', KEYS[1]) == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    if queued then queue_leave(KEYS[3], live, ARGV[4]) end
     return {{1, tonumber(redis.call('GET', KEYS[2]) or '0'), 0}}
   end
-  return {{0, 0, 0}}
+  if ARGV[5] == '1' then
+    if not queued then
+      now_ms = queue_now()
+      live = {{}}
+    end
+    queue_mark(KEYS[3], live, ARGV[4], now_ms)
+  end
+  return {{0, redis.call('PTTL', KEYS[1]), 0}}
 end
+if queued then queue_leave(KEYS[3], live, ARGV[4]) end
 {FENCE_RULE}
 if f <= tonumber(ARGV[3]) then
   redis.call('DEL', KEYS[1])
@@ -87,7 +215,8 @@ if f <= tonumber(ARGV[3]) then
 end
 redis.call('SET', KEYS[2], string.format('%d', f))
 if stored then return {{1, f, 0}} end
-return {{1, f, 1}}"
+return {{1, f, 1}}",
+        queue = queue_helpers()
     ))
 });
 
@@ -106,18 +235,36 @@ return 1",
     )
 });
 
-/// Release straight to a local waiter: the lock goes from `old` to `new` token with a fresh
-/// lease and a fence by [`FENCE_RULE`], without ever being free (no notice, no second round
-/// trip). Returns the fence, or 0 when `old` no longer holds the lock.
+/// Release straight to a local waiter. KEYS: lock, fence counter, queue. ARGV: old token, new
+/// token, new ttl ms, this Locker's id, notice channel, `PUBLISH`|`SPUBLISH`.
+///
+/// When another Locker is queued for the key, it is its turn: the lock is released, this
+/// Locker (it still has waiters) goes to the back of the queue and the notice names the Locker
+/// now first; returns -1. Otherwise the lock goes from `old` to `new` token with a fresh lease
+/// and a fence by [`FENCE_RULE`], without ever being free (no notice, no second round trip);
+/// returns the fence. Returns 0 when `old` no longer holds the lock.
 pub(super) static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
+{queue}
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local now_ms = queue_now()
+  local live = queue_live(KEYS[3], now_ms)
+  queue_leave(KEYS[3], live, ARGV[4])
+  if live[1] then
+    redis.call('DEL', KEYS[1])
+    queue_mark(KEYS[3], live, ARGV[4], now_ms)
+    redis.call(ARGV[6], ARGV[5], live[1][1])
+    return -1
+  end
+end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 {FENCE_RULE}
 redis.call('SET', KEYS[2], string.format('%d', f))
-return f"
+return f",
+        queue = queue_helpers()
     ))
 });
 
