@@ -423,3 +423,88 @@ async fn a_release_revokes_the_leases_of_every_try_of_its_acquire() {
         backend.release(&key, kind, &other).await.expect("release");
     }
 }
+
+/// A release that lands between a waiter's look at the queue and the start of its watch still
+/// wakes the waiter (the mutex and a reader wait on one key, a permit on the keys ahead). The
+/// watch starts at the server's current revision (one from the look's revision is served by
+/// etcd's catch-up loop, every 100 ms) and the waiter reads once it exists what changed before
+/// it. The release comes at staggered moments after the waiter's key appears, so over the
+/// rounds some land between the look and the watch; a missed one would keep the waiter until
+/// its wait (10 s) runs out (and its last look then grants it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_between_a_waiters_look_and_its_watch_still_wakes_it() {
+    use dlock::backend::Backend;
+    use dlock::Kind;
+    use etcd_client::EventType;
+    use std::sync::Arc;
+    const WAIT: Duration = Duration::from_secs(10);
+    let backend = Arc::new(backend().await);
+    let (mut raw, root) = raw().await;
+    let ttl = 10 * SECOND;
+    let id = || uuid::Uuid::new_v4().simple().to_string();
+    let pairs = [
+        (Kind::Exclusive, Kind::Exclusive),
+        (Kind::Write, Kind::Read),
+        (Kind::Permit(1), Kind::Permit(1)),
+    ];
+    for (holder_kind, waiter_kind) in pairs {
+        for round in 0..24u64 {
+            let key = support::unique("gap");
+            let holder = format!("{}.holder", id());
+            let held = backend
+                .acquire(&key, holder_kind, &holder, ttl, None)
+                .await
+                .expect("holder's acquire");
+            assert!(held.is_some(), "{holder_kind:?}: the holder gets it");
+            let waiter_id = id();
+            let waiter = format!("{waiter_id}.waiter");
+            let path = hold_key(&root, &key, waiter_kind, &waiter_id);
+            let (_watcher, mut created) = raw.watch(path.as_str(), None).await.expect("watch");
+            let acquire = tokio::spawn({
+                let (backend, key, waiter) = (backend.clone(), key.clone(), waiter.clone());
+                async move {
+                    let deadline = Instant::now() + WAIT;
+                    backend
+                        .acquire(&key, waiter_kind, &waiter, ttl, Some(deadline))
+                        .await
+                }
+            });
+            // The waiter's key is there: its look and its watch follow.
+            loop {
+                let msg = created.message().await.expect("watch").expect("watching");
+                if msg
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Put)
+                {
+                    break;
+                }
+            }
+            let stagger = Instant::now() + Duration::from_micros(150 * round);
+            while Instant::now() < stagger {
+                tokio::task::yield_now().await;
+            }
+            let released = Instant::now();
+            assert!(backend
+                .release(&key, holder_kind, &holder)
+                .await
+                .expect("holder's release"));
+            let grant = acquire
+                .await
+                .expect("waiter task")
+                .expect("waiter's acquire");
+            // Granted either way: at the end of its wait the waiter looks once more.
+            let woke = released.elapsed();
+            assert!(grant.is_some(), "{waiter_kind:?} (round {round}): granted");
+            assert!(
+                woke < WAIT / 2,
+                "{waiter_kind:?} (round {round}): the release woke the waiter ({woke:?} after \
+                 it), not the end of its wait ({WAIT:?})"
+            );
+            assert!(backend
+                .release(&key, waiter_kind, &waiter)
+                .await
+                .expect("waiter's release"));
+        }
+    }
+}

@@ -15,8 +15,10 @@
 //!   *then* put it with that lease, where `<id>` is the token's random id (the 32 hex digits
 //!   before the owner, see [`token_parts`]) and the value records the owner (see "Values").
 //!   Then list `<root>/<key>/`: the key with the lowest `create_revision` holds the lock.
-//! - wait: watch the key just ahead (the highest `create_revision` below ours) from the listing's
-//!   revision on, for its deletion; then list again. One release wakes one waiter, FIFO.
+//! - wait: watch the key just ahead (the highest `create_revision` below ours) for its
+//!   deletion, from the server's current revision (a watch from an older one is caught up only
+//!   every 100 ms), then read that key once more, for a deletion between the listing and the
+//!   watch; once it is gone, list again. One release wakes one waiter, FIFO.
 //!   Meanwhile the waiter keeps its key's lease alive (a keep-alive every third of its length,
 //!   shared with the read-write and semaphore waits), since a wait may outlast the lease.
 //! - release: delete our key and revoke its lease (which would delete it too).
@@ -501,7 +503,6 @@ impl EtcdBackend {
                     .map_err(|e| self.err(e))
             })
             .await?;
-            let at = listing.header().map_or(0, |h| h.revision());
             let ahead = listing
                 .kvs()
                 .iter()
@@ -526,7 +527,7 @@ impl EtcdBackend {
             // The deletion of the key just ahead (or our lease running out) is our turn to look
             // again; the same wait as read-write and semaphore waiters'.
             let ahead = shared::Watch::Key(ahead);
-            self.wait_turn(ahead, at, &held, mine, deadline, &mut lease_from)
+            self.wait_turn(ahead, &held, mine, deadline, &mut lease_from)
                 .await?;
         }
     }

@@ -67,16 +67,17 @@ const AGAIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// What a waiter waits for.
 pub(super) enum Watch {
-    /// The deletion of this key (the one just ahead).
+    /// The deletion of this key (the one just ahead, created before ours).
     Key(Vec<u8>),
-    /// The deletion of any key created before ours under this prefix.
-    Ahead(Vec<u8>),
+    /// The deletion of any key created before ours under this prefix, while at least
+    /// `permits` of them are there.
+    Ahead { prefix: Vec<u8>, permits: u32 },
 }
 
 /// What one look at the queue found.
 enum Turn {
     Granted(Option<u64>),
-    Wait(Watch, i64),
+    Wait(Watch),
     /// Our key is gone (its lease expired, or it was deleted).
     Vanished,
     /// Nothing to watch, not granted (cannot happen in one transaction): look again.
@@ -248,12 +249,11 @@ impl EtcdBackend {
                 ]),
         };
         let done = client.txn(txn).await.map_err(|e| self.err(e))?;
-        let at = done.header().map_or(0, |h| h.revision());
         let fence = u64::try_from(mine).ok();
         Ok(match kind {
             Kind::Read if !done.succeeded() => Turn::Vanished,
             Kind::Read => match got(&done, 0).and_then(|g| g.kvs().first().cloned()) {
-                Some(writer) => Turn::Wait(Watch::Key(writer.key().to_vec()), at),
+                Some(writer) => Turn::Wait(Watch::Key(writer.key().to_vec())),
                 None => {
                     let last_write = got(&done, 1)
                         .and_then(|g| g.kvs().first().cloned())
@@ -267,36 +267,76 @@ impl EtcdBackend {
                 if before < n as usize {
                     Turn::Granted(fence)
                 } else {
-                    Turn::Wait(Watch::Ahead(self.semaphore_prefix(key).into_bytes()), at)
+                    Turn::Wait(Watch::Ahead {
+                        prefix: self.semaphore_prefix(key).into_bytes(),
+                        permits: n,
+                    })
                 }
             }
             _ if done.succeeded() => Turn::Granted(fence),
             _ if got(&done, 0).is_none_or(|g| g.kvs().is_empty()) => Turn::Vanished,
             _ => match got(&done, 1).and_then(|g| g.kvs().first().cloned()) {
-                Some(ahead) => Turn::Wait(Watch::Key(ahead.key().to_vec()), at),
+                Some(ahead) => Turn::Wait(Watch::Key(ahead.key().to_vec())),
                 None => Turn::Again,
             },
         })
     }
 
-    /// Waits until what `watch` names changes after revision `at` or `deadline` passes,
-    /// keeping our lease alive meanwhile (`lease_from`: when its last renewal was sent).
+    /// Whether what `watch` waits for has changed since the look that chose it (a key ahead
+    /// gone, fewer than `permits` keys ahead), or our own key is gone: one linearizable read.
+    async fn moved(&self, watch: &Watch, held: &Held, mine: i64) -> Result<bool> {
+        let mut client = self.client.clone();
+        // Keys created before ours only go: none is created after our look (revisions grow).
+        let ahead = GetOptions::new()
+            .with_keys_only()
+            .with_max_create_revision(mine - 1);
+        let (target, options, enough) = match watch {
+            Watch::Key(key) => (key.clone(), ahead.with_limit(1), 1),
+            Watch::Ahead { prefix, permits } => (
+                prefix.clone(),
+                ahead.with_prefix().with_limit(i64::from(*permits)),
+                *permits as usize,
+            ),
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                held.path.clone(),
+                CompareOp::Equal,
+                mine,
+            )])
+            .and_then([TxnOp::get(target, Some(options))]);
+        let done = client.txn(txn).await.map_err(|e| self.err(e))?;
+        Ok(!done.succeeded() || got(&done, 0).map_or(0, |g| g.kvs().len()) < enough)
+    }
+
+    /// Waits until what `watch` names changes (after the look that chose it) or `deadline`
+    /// passes, keeping our lease alive meanwhile (`lease_from`: when its last renewal was sent).
+    ///
+    /// The watch starts at the server's current revision, not at the look's revision + 1:
+    /// etcd serves a watch whose start revision is already behind its store (under contention
+    /// the store has always moved on since the look) from its *unsynced* group, which a
+    /// background loop catches up only every 100 ms (`syncWatchersLoop` in etcd's
+    /// `watchable_store.go`), so a deletion between the look and the watch came up to 100 ms
+    /// late (a hand-off p99 of ~75 ms with 16 waiters). A watch from the current revision is
+    /// synced: each later event comes at once. What happened between the look and the watch is
+    /// read once the watch exists ([`moved`](Self::moved); `watch()` returns after the
+    /// server's `created`, so the watch was registered before that read): a deletion before the
+    /// read is seen by it, one after by the watch, so none is missed.
     pub(super) async fn wait_turn(
         &self,
         watch: Watch,
-        at: i64,
         held: &Held,
         mine: i64,
         deadline: Option<Instant>,
         lease_from: &mut Instant,
     ) -> Result<()> {
         let mut client = self.client.clone();
-        let only_deletes = WatchOptions::new()
-            .with_start_revision(at + 1)
-            .with_filters([WatchFilterType::NoPut]);
+        let only_deletes = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
         let (target, options) = match &watch {
             Watch::Key(key) => (key.clone(), only_deletes),
-            Watch::Ahead(prefix) => (prefix.clone(), only_deletes.with_prefix().with_prev_key()),
+            Watch::Ahead { prefix, .. } => {
+                (prefix.clone(), only_deletes.with_prefix().with_prev_key())
+            }
         };
         let (mut watcher, mut stream) = within_wait(NAME, deadline, async {
             client
@@ -311,12 +351,16 @@ impl EtcdBackend {
             event.event_type() == EventType::Delete
                 && match (&watch, event.prev_kv()) {
                     (Watch::Key(_), _) | (_, None) => true,
-                    (Watch::Ahead(_), Some(prev)) => {
+                    (Watch::Ahead { .. }, Some(prev)) => {
                         prev.create_revision() < mine || prev.key() == held.path.as_slice()
                     }
                 }
         };
         let changed = async {
+            // Changed between the look and the watch (or the read failed): look again.
+            if self.moved(&watch, held, mine).await.unwrap_or(true) {
+                return;
+            }
             loop {
                 match stream.message().await {
                     Ok(Some(msg)) if !msg.canceled() => {
@@ -366,7 +410,7 @@ impl EtcdBackend {
         let (held, mine, mut lease_from) = created.await?;
         loop {
             let turn = within_wait(NAME, deadline, self.turn(key, kind, &path, mine)).await?;
-            let (watch, at) = match turn {
+            let watch = match turn {
                 Turn::Granted(fence) => return Ok(Some(Grant::new(fence, lease_from))),
                 Turn::Vanished => {
                     self.forget(token).await;
@@ -380,7 +424,7 @@ impl EtcdBackend {
                     tokio::time::sleep(AGAIN_PAUSE).await;
                     continue;
                 }
-                Turn::Wait(watch, at) => (watch, at),
+                Turn::Wait(watch) => watch,
             };
             if remaining(deadline).is_some_and(|l| l.is_zero()) {
                 // Deleting our key wakes whoever waited on it (readers behind a writer).
@@ -388,7 +432,7 @@ impl EtcdBackend {
                 self.remove(&held).await?;
                 return Ok(None);
             }
-            self.wait_turn(watch, at, &held, mine, deadline, &mut lease_from)
+            self.wait_turn(watch, &held, mine, deadline, &mut lease_from)
                 .await?;
         }
     }
