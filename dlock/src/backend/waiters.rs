@@ -163,6 +163,15 @@ impl Waiter {
         true
     }
 
+    /// Ends a claimed hand-off that did not grant and must not wake the waiter: back to waiting
+    /// (Redis: the release passed the turn to another Locker; ours comes with a notice).
+    pub(crate) fn reopen(&self) {
+        let mut state = self.handoff();
+        if matches!(*state, Handoff::Claimed) {
+            *state = Handoff::Open;
+        }
+    }
+
     /// The waiter's wait ran out: no hand-off may start any more. `true` when one is in flight
     /// or done already (the caller takes its outcome).
     pub(crate) fn close(&self) -> bool {
@@ -316,6 +325,26 @@ impl<K: Hash + Eq, S: KeyState> Waiters<K, S> {
         drop(state);
         queue.handoffs_in_a_row += 1;
         Some(front.clone())
+    }
+
+    /// Whether no key has an entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues().is_empty()
+    }
+
+    /// The keys that have an entry.
+    pub(crate) fn keys(&self) -> Vec<K>
+    where
+        K: Clone,
+    {
+        self.queues().keys().cloned().collect()
+    }
+
+    /// Wakes the front waiter of every key (a notice may have been missed on every one).
+    pub(crate) fn wake_all_fronts(&self) {
+        for front in self.queues().values().filter_map(|q| q.waiters.front()) {
+            front.wake();
+        }
     }
 
     /// Runs `f` on the key's entry, if there is one; an entry left idle is dropped.

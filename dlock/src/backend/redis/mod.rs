@@ -105,30 +105,32 @@
 
 mod connection;
 pub(crate) mod inspect;
+mod notices;
 mod scripts;
 pub mod sentinel;
 mod shared;
+mod waiting;
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
-use redis::{PushInfo, PushKind, Script, Value};
-use tokio::sync::{Notify, OnceCell};
+use redis::Script;
+use tokio::sync::OnceCell;
 
-use super::{
-    jitter, remaining, within_wait, Backend, BoxFuture, Grant, Kind, LockInfo, MIN_ANSWER_TIME,
-};
+use super::{Backend, BoxFuture, Grant, Kind, LockInfo, MIN_ANSWER_TIME};
 use crate::backend::tls::{TlsFiles, TlsParams};
+use crate::backend::waiters::{Handoff, SettleOnDrop};
 
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 use connection::{connect_error, refuse_evicting_server, Target};
 pub(crate) use connection::{manager_config, open_client, tls_files, Conn};
-use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, LEAVE_QUEUE, RELEASE_SHARDED};
+use notices::{NoticeConnection, Notices};
+use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, RELEASE_SHARDED};
 pub(crate) use scripts::{EXTEND, RELEASE};
+use waiting::Attempt;
 
 /// The acquire and release scripts of an uncontended cycle, for the benchmark's floor of dlock's
 /// own shape (the same server work issued raw). `ACQUIRE`: keys lock, fence counter, queue;
@@ -143,14 +145,6 @@ pub fn cycle_scripts() -> (&'static Script, &'static Script) {
 const NAME: &str = "redis";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
-const FALLBACK_MIN: Duration = Duration::from_millis(200);
-/// The longest a front waiter goes without an attempt: each attempt renews its Locker's place
-/// in the key's queue ([`scripts::QUEUE_MARK_MS`], three times as long).
-const FALLBACK_MAX: Duration = Duration::from_secs(1);
-/// How often a waiter behind others checks whether it has become the front one.
-const FRONT_CHECK: Duration = Duration::from_millis(500);
-
 /// How many times in a row a key may be handed from holder to local waiter before a release
 /// lets it go free (a queued Locker ends the run at once: see the module docs, "Waiting").
 const MAX_HANDOFFS_IN_A_ROW: u32 = 16;
@@ -650,121 +644,6 @@ impl RedisBackend {
             self.replicas
         )))
     }
-
-    /// Gives up on a hand-off still in flight when the wait has run out: the releaser will undo
-    /// it when its answer comes, and a release of our own token queued behind the hand-off (same
-    /// connection, so the server runs it after) undoes it if the releaser never hears back.
-    /// `false` when the hand-off settled meanwhile.
-    fn abandon_claimed(&self, keys: &RedisKeys, waiter: &Waiter) -> bool {
-        {
-            let mut state = waiter.handoff();
-            if !matches!(*state, Handoff::Claimed) {
-                return false;
-            }
-            *state = Handoff::Abandoned;
-        }
-        let (mut con, release) = (self.commands.clone(), self.release_script());
-        let mut cmd = scripts::evalsha(release, 2);
-        cmd.arg(&keys.lock)
-            .arg(&keys.queue)
-            .arg(&waiter.token)
-            .arg(&keys.channel)
-            .arg(&*self.id);
-        crate::runtime::spawn_background(async move {
-            let undo: redis::RedisResult<i64> = scripts::run(&mut con, release, &cmd).await;
-            if let Err(e) = undo {
-                tracing::debug!(target: "dlock", backend = NAME, error = %e, "undoing an abandoned hand-off failed; its lease will run out");
-            }
-        });
-        true
-    }
-
-    /// Takes this Locker out of the key's queue of waiting Lockers, in the background (its last
-    /// local waiter gave up); when it was first in line for a free key, the next Locker is told.
-    fn leave_queue(&self, keys: &RedisKeys) {
-        let mut con = self.commands.clone();
-        let mut cmd = scripts::evalsha(&LEAVE_QUEUE, 2);
-        cmd.arg(&keys.lock)
-            .arg(&keys.queue)
-            .arg(&*self.id)
-            .arg(&keys.channel)
-            .arg(self.publish_command());
-        crate::runtime::spawn_background(async move {
-            let left: redis::RedisResult<i64> = scripts::run(&mut con, &LEAVE_QUEUE, &cmd).await;
-            if let Err(e) = left {
-                tracing::debug!(target: "dlock", backend = NAME, error = %e, "leaving a key's queue failed; the place lapses by itself");
-            }
-        });
-    }
-
-    /// Makes sure the pub/sub connection listens on `channel` (for a waiter already queued).
-    /// Called before every attempt of a queued waiter: after a disconnection it subscribes
-    /// again before the attempt, so a release between the two is not missed.
-    async fn ensure_subscribed(&self, channel: &[u8]) -> Result<()> {
-        let notices = self
-            .pubsub
-            .get_or_try_init(|| async {
-                let (client, con) = match &self.target {
-                    Target::Single(client) => {
-                        let info = client.get_connection_info().clone();
-                        let settings = info
-                            .redis_settings()
-                            .clone()
-                            .set_protocol(redis::ProtocolVersion::RESP3);
-                        let client = redis::Client::open(info.set_redis_settings(settings))
-                            .map_err(backend_err)?;
-                        let con = open_notice_connection(&client, &self.notices).await?;
-                        (Some(client), Conn::Single(con))
-                    }
-                    Target::Cluster { builder, .. } => {
-                        let notices = Arc::downgrade(&self.notices);
-                        let client = builder()
-                            .use_protocol(redis::ProtocolVersion::RESP3)
-                            .push_sender(move |push: PushInfo| on_push(&notices, push))
-                            .build()
-                            .map_err(backend_err)?;
-                        let con = tokio::time::timeout(
-                            CONNECT_TIMEOUT * 2,
-                            client.get_async_connection(),
-                        )
-                        .await
-                        .map_err(|_| backend_err("the cluster notice connection timed out"))?
-                        .map_err(backend_err)?;
-                        (None, Conn::Cluster(con))
-                    }
-                };
-                let notices = Arc::new(NoticeConnection {
-                    supervised: client.is_some(),
-                    client,
-                    notices: Arc::downgrade(&self.notices),
-                    state: tokio::sync::Mutex::new(PubSub {
-                        con,
-                        subscribed: HashSet::new(),
-                    }),
-                });
-                if notices.supervised {
-                    crate::runtime::spawn_background(supervise(Arc::downgrade(&notices)));
-                }
-                Ok::<_, Error>(notices)
-            })
-            .await?;
-        // Checked and changed under the one mutex, so SUBSCRIBE and UNSUBSCRIBE of a channel
-        // reach the server in the order the queue state asked for them.
-        let mut pubsub = notices.state.lock().await;
-        if self.notices.disconnected.swap(false, Ordering::AcqRel) {
-            pubsub.subscribed.clear();
-        }
-        if !pubsub.subscribed.contains(channel) {
-            // Bounded here too: a waiter without a deadline must not hold the mutex (which the
-            // supervisor needs to replace a dead connection) on a socket that never answers.
-            tokio::time::timeout(RESPONSE_TIMEOUT, pubsub.con.subscribe(channel))
-                .await
-                .map_err(|_| backend_err("SUBSCRIBE got no answer"))?
-                .map_err(backend_err)?;
-            pubsub.subscribed.insert(channel.to_vec());
-        }
-        Ok(())
-    }
 }
 
 /// `?restart_delay=` when not given: the default watchdog lease, the longest lease most users
@@ -779,378 +658,8 @@ fn replica_wait(ttl: Duration) -> Duration {
     (ttl / 4).min(REPLICA_WAIT)
 }
 
-/// How often the notice connection is checked while waiters listen on it, and how long its
-/// `PING` may take: a connection that stopped answering (a half-open socket, a server that
-/// came back after the client's reconnects gave up) is replaced within about two seconds.
-const NOTICE_CHECK: Duration = Duration::from_secs(1);
-
-/// The pub/sub connection of one backend and what it listens on.
-struct NoticeConnection {
-    /// RESP3 client for the same server, to replace a connection that stopped answering (a
-    /// cluster's client replaces its node connections and subscriptions itself: `None`).
-    client: Option<redis::Client>,
-    /// Whether [`supervise`] watches it (single servers).
-    supervised: bool,
-    notices: Weak<Notices>,
-    state: tokio::sync::Mutex<PubSub>,
-}
-
-async fn open_notice_connection(
-    client: &redis::Client,
-    notices: &Arc<Notices>,
-) -> Result<ConnectionManager> {
-    let notices = Arc::downgrade(notices);
-    let config = manager_config()
-        .set_automatic_resubscription()
-        .set_push_sender(move |push: PushInfo| on_push(&notices, push));
-    ConnectionManager::new_with_config(client.clone(), config)
-        .await
-        .map_err(backend_err)
-}
-
-/// Checks the notice connection while waiters listen on it; replaces one that does not answer
-/// its `PING`, subscribes every queued channel again and wakes the front waiters (a notice may
-/// have been missed meanwhile). Ends with the backend.
-async fn supervise(connection: Weak<NoticeConnection>) {
-    loop {
-        tokio::time::sleep(NOTICE_CHECK).await;
-        let Some(connection) = connection.upgrade() else {
-            return;
-        };
-        let Some(notices) = connection.notices.upgrade() else {
-            return;
-        };
-        if notices.queues().is_empty() {
-            continue;
-        }
-        let mut state = connection.state.lock().await;
-        let mut con = state.con.clone();
-        let ping = tokio::time::timeout(
-            NOTICE_CHECK,
-            redis::cmd("PING").query_async::<Value>(&mut con),
-        )
-        .await;
-        if matches!(ping, Ok(Ok(_))) {
-            continue;
-        }
-        tracing::debug!(target: "dlock", backend = NAME, "the notice connection does not answer; reconnecting");
-        let Some(client) = &connection.client else {
-            continue;
-        };
-        let Ok(Ok(fresh)) =
-            tokio::time::timeout(CONNECT_TIMEOUT, open_notice_connection(client, &notices)).await
-        else {
-            continue; // the server is still away: try again at the next check
-        };
-        state.con = Conn::Single(fresh);
-        state.subscribed.clear();
-        let channels: Vec<Vec<u8>> = notices.queues().keys().cloned().collect();
-        for channel in channels {
-            let subscribe = state.con.subscribe(&channel);
-            if let Ok(Ok(())) = tokio::time::timeout(RESPONSE_TIMEOUT, subscribe).await {
-                state.subscribed.insert(channel);
-            }
-        }
-        drop(state);
-        notices.wake_all_fronts();
-    }
-}
-
-/// The pub/sub connection and the channels it listens on.
-struct PubSub {
-    con: Conn,
-    subscribed: HashSet<Vec<u8>>,
-}
-
-/// Unsubscribes from `channel` if no local waiter wants it any more.
-async fn unsubscribe_if_idle(
-    connection: Arc<NoticeConnection>,
-    notices: Weak<Notices>,
-    channel: Vec<u8>,
-) {
-    let mut pubsub = connection.state.lock().await;
-    let idle = notices
-        .upgrade()
-        .is_some_and(|n| !n.queues().contains_key(&channel));
-    if idle && pubsub.subscribed.remove(&channel) {
-        if let Err(e) = pubsub.con.unsubscribe(&channel).await {
-            tracing::debug!(target: "dlock", backend = NAME, error = %e, "unsubscribe failed");
-        }
-    }
-}
-
 pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Runs on the pub/sub connection's reader: must not block.
-fn on_push(notices: &Weak<Notices>, push: PushInfo) -> std::result::Result<(), ()> {
-    let Some(notices) = notices.upgrade() else {
-        return Err(());
-    };
-    match push.kind {
-        PushKind::Message | PushKind::SMessage => {
-            // A notice names whose turn it is: a queued Locker's id, or `1` (anyone).
-            if let [Value::BulkString(channel), Value::BulkString(turn), ..] = &push.data[..] {
-                if turn == b"1" || turn.as_slice() == notices.id.as_bytes() {
-                    notices.wake_front(channel);
-                }
-            }
-        }
-        // A notice may have been lost while reconnecting: let every front waiter subscribe
-        // again (the subscriptions may be gone) and retry.
-        PushKind::Disconnection => {
-            notices.disconnected.store(true, Ordering::Release);
-            notices.wake_all_fronts();
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Local waiters per channel, in arrival order.
-struct Notices {
-    /// The Locker's id: a notice naming another Locker's turn wakes no one here.
-    id: Arc<str>,
-    queues: Mutex<HashMap<Vec<u8>, Queue>>,
-    /// The notice connection dropped since the last subscription check.
-    disconnected: AtomicBool,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiters: VecDeque<Arc<Waiter>>,
-    /// Hand-offs since the key was last let go free.
-    handoffs_in_a_row: u32,
-}
-
-struct Waiter {
-    token: String,
-    ttl: Duration,
-    notify: Notify,
-    /// Woken and not yet consumed: forwarded to the next waiter if this one leaves.
-    pending: AtomicBool,
-    handoff: Mutex<Handoff>,
-}
-
-/// A local holder's release may hand the lock straight to the front waiter.
-#[derive(Debug, Clone, Copy)]
-enum Handoff {
-    Open,
-    /// A release is handing the lock over right now: wait for the outcome.
-    Claimed,
-    Granted {
-        fence: u64,
-        sent_at: Instant,
-    },
-    /// The waiter gave up; no hand-off may start.
-    Closed,
-    /// The waiter's acquire was dropped: a hand-off that completes anyway must be undone.
-    Abandoned,
-}
-
-impl Waiter {
-    fn new(token: &str, ttl: Duration) -> Self {
-        Waiter {
-            token: token.to_owned(),
-            ttl,
-            notify: Notify::new(),
-            pending: AtomicBool::new(false),
-            handoff: Mutex::new(Handoff::Open),
-        }
-    }
-
-    fn wake(&self) {
-        self.pending.store(true, Ordering::Release);
-        self.notify.notify_one();
-    }
-
-    fn handoff(&self) -> std::sync::MutexGuard<'_, Handoff> {
-        self.handoff.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Ends a hand-off that passed the turn to another Locker: back to waiting, without a
-    /// wake-up (this Locker's turn comes with a notice naming it).
-    fn reopen(&self) {
-        let mut state = self.handoff();
-        if matches!(*state, Handoff::Claimed) {
-            *state = Handoff::Open;
-        }
-    }
-
-    /// Ends a hand-off: granted, or back to waiting (the release found the lock not ours, or
-    /// failed, or was dropped).
-    fn settle(&self, grant: Option<(u64, Instant)>) {
-        let mut state = self.handoff();
-        if matches!(*state, Handoff::Abandoned) {
-            return;
-        }
-        *state = match grant {
-            Some((fence, sent_at)) => Handoff::Granted { fence, sent_at },
-            None => Handoff::Open,
-        };
-        drop(state);
-        self.wake();
-    }
-}
-
-/// Settles a claimed hand-off as "not granted" if the releasing future is dropped midway.
-struct SettleOnDrop(Option<Arc<Waiter>>);
-
-impl Drop for SettleOnDrop {
-    fn drop(&mut self) {
-        if let Some(w) = self.0.take() {
-            w.settle(None);
-        }
-    }
-}
-
-impl Notices {
-    fn new(id: Arc<str>) -> Self {
-        Notices {
-            id,
-            queues: Mutex::default(),
-            disconnected: AtomicBool::new(false),
-        }
-    }
-
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Queue>> {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn has_waiters(&self, channel: &[u8]) -> bool {
-        self.queues().contains_key(channel)
-    }
-
-    fn is_front(&self, channel: &[u8], waiter: &Arc<Waiter>) -> bool {
-        self.queues()
-            .get(channel)
-            .and_then(|q| q.waiters.front())
-            .is_some_and(|f| Arc::ptr_eq(f, waiter))
-    }
-
-    /// Adds a waiter at the back of the channel's queue; true when it is at the front.
-    fn join(&self, channel: &[u8], waiter: Arc<Waiter>) -> bool {
-        let mut queues = self.queues();
-        let queue = queues.entry(channel.to_vec()).or_default();
-        queue.waiters.push_back(waiter);
-        queue.waiters.len() == 1
-    }
-
-    /// Removes a waiter; true when the channel has no waiters left (the caller unsubscribes).
-    /// A front waiter leaving without the lock (gave up), or with a wake-up it did not use,
-    /// wakes the next one, which then attempts.
-    fn leave(&self, channel: &[u8], waiter: &Arc<Waiter>, acquired: bool) -> bool {
-        let mut queues = self.queues();
-        let Some(queue) = queues.get_mut(channel) else {
-            return false;
-        };
-        let was_front = queue
-            .waiters
-            .front()
-            .is_some_and(|f| Arc::ptr_eq(f, waiter));
-        queue.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
-        if waiter.pending.load(Ordering::Acquire) || (was_front && !acquired) {
-            if let Some(next) = queue.waiters.front() {
-                next.wake();
-            }
-        }
-        if queue.waiters.is_empty() {
-            queues.remove(channel);
-            true
-        } else {
-            false
-        }
-    }
-
-    fn wake_front(&self, channel: &[u8]) {
-        let mut queues = self.queues();
-        if let Some(queue) = queues.get_mut(channel) {
-            // The key went free: count hand-offs afresh.
-            queue.handoffs_in_a_row = 0;
-            if let Some(front) = queue.waiters.front() {
-                front.wake();
-            }
-        }
-    }
-
-    fn wake_all_fronts(&self) {
-        for front in self.queues().values().filter_map(|q| q.waiters.front()) {
-            front.wake();
-        }
-    }
-
-    /// Claims the front waiter for a hand-off, unless the key was handed over too many times
-    /// in a row already.
-    fn claim_front(&self, channel: &[u8]) -> Option<Arc<Waiter>> {
-        let mut queues = self.queues();
-        let queue = queues.get_mut(channel)?;
-        if queue.handoffs_in_a_row >= MAX_HANDOFFS_IN_A_ROW {
-            return None;
-        }
-        let front = queue.waiters.front()?;
-        let mut state = front.handoff();
-        if !matches!(*state, Handoff::Open) {
-            return None;
-        }
-        *state = Handoff::Claimed;
-        drop(state);
-        queue.handoffs_in_a_row += 1;
-        Some(front.clone())
-    }
-}
-
-/// The outcome of one acquire attempt.
-enum Attempt {
-    Won {
-        fence: u64,
-        sent_at: Instant,
-    },
-    /// `left`: the holder's lease left, or the first queued Locker's turn (when known).
-    Busy {
-        left: Option<Duration>,
-    },
-}
-
-/// A place in a key's local queue, left on drop (also when the acquire future is dropped).
-struct QueuePlace<'a> {
-    backend: &'a RedisBackend,
-    keys: &'a RedisKeys,
-    channel: &'a [u8],
-    waiter: Arc<Waiter>,
-    /// Leaving with the lock: the next waiter waits for our release notice.
-    acquired: bool,
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        if !self.acquired {
-            let mut state = self.waiter.handoff();
-            if !matches!(*state, Handoff::Granted { .. }) {
-                *state = Handoff::Abandoned;
-            }
-        }
-        if !self
-            .backend
-            .notices
-            .leave(self.channel, &self.waiter, self.acquired)
-        {
-            return;
-        }
-        // The last local waiter of this key left. Without the lock: this Locker leaves the
-        // key's queue (a grant took it out already). Either way unsubscribe; in the background
-        // (a drop must not wait for the server).
-        if !self.acquired {
-            self.backend.leave_queue(self.keys);
-        }
-        if let Some(pubsub) = self.backend.pubsub.get() {
-            crate::runtime::spawn_background(unsubscribe_if_idle(
-                pubsub.clone(),
-                Arc::downgrade(&self.backend.notices),
-                self.channel.to_vec(),
-            ));
-        }
-    }
 }
 
 /// A pause before repeating a request whose connection dropped (the manager reconnects).
@@ -1168,156 +677,6 @@ fn connection_dropped(e: &Error) -> bool {
 }
 
 impl RedisBackend {
-    async fn acquire_once(
-        &self,
-        key: &str,
-        token: &str,
-        ttl: Duration,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Grant>> {
-        let keys = RedisKeys::new(key);
-        // After a recent restart that lost lock state: no grants until the restart delay.
-        while let Some(until) = self.grants_wait() {
-            if deadline.is_some_and(|d| d < until) {
-                return Ok(None);
-            }
-            tokio::time::sleep_until(until.into()).await;
-        }
-        let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
-        // Barge only when no local waiter is queued for this key: otherwise queue behind
-        // them, so a release hands the lock to the front waiter instead of racing it.
-        if one_attempt || !self.notices.has_waiters(&keys.channel) {
-            // Boxed: its state (restart checks, replica waits) is large and rarely needed past
-            // the first poll; inline, it would be copied into every acquire's future.
-            let attempt = Box::pin(self.attempt(&keys, token, ttl, !one_attempt));
-            if let Attempt::Won { fence, sent_at } = within_wait(NAME, deadline, attempt).await? {
-                return Ok(Some(Grant::new(Some(fence), sent_at)));
-            }
-            if one_attempt {
-                return Ok(None);
-            }
-        }
-        // Boxed likewise: the waiting loop's state is most of this future's size (4.5 KB
-        // inline, copied into the box of every acquire).
-        Box::pin(self.wait_in_queue(&keys, token, ttl, deadline)).await
-    }
-
-    /// The rest of an acquire whose first attempt found the key held (or local waiters ahead):
-    /// queue behind this Locker's waiters, attempt when woken by a release notice or handed the
-    /// lock, with a fallback retry bounded by the holder's lease.
-    async fn wait_in_queue(
-        &self,
-        keys: &RedisKeys,
-        token: &str,
-        ttl: Duration,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Grant>> {
-        // How long the holder's lease (or the first queued Locker's turn) has left, as the last
-        // lost attempt heard.
-        let mut busy_for: Option<Duration> = None;
-        // Join the queue and subscribe before the next attempt, so no notice is missed.
-        let waiter = Arc::new(Waiter::new(token, ttl));
-        let mut should_attempt = self.notices.join(&keys.channel, waiter.clone());
-        let mut place = QueuePlace {
-            backend: self,
-            keys,
-            channel: &keys.channel,
-            waiter: waiter.clone(),
-            acquired: false,
-        };
-        let mut fallback = FALLBACK_MIN;
-        loop {
-            // A holder of this Locker may have handed the lock straight to us.
-            let handoff = *waiter.handoff();
-            match handoff {
-                Handoff::Granted { fence, sent_at } => {
-                    // The hand-off's wake-up is used up: do not pass it on when leaving.
-                    waiter.pending.store(false, Ordering::Release);
-                    place.acquired = true;
-                    return Ok(Some(Grant::new(Some(fence), sent_at)));
-                }
-                Handoff::Claimed => should_attempt = false,
-                Handoff::Open | Handoff::Closed | Handoff::Abandoned => {}
-            }
-            if should_attempt {
-                // Subscribe before attempting, so no notice is missed in between. A failed
-                // subscription is not fatal: the fallback retries soon, subscribing again.
-                let listening =
-                    within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await;
-                if let Err(e) = listening {
-                    tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
-                    fallback = FALLBACK_MIN;
-                }
-                // Consume a wake-up before attempting: the attempt answers it.
-                waiter.pending.store(false, Ordering::Release);
-                match within_wait(NAME, deadline, self.attempt(keys, token, ttl, true)).await? {
-                    Attempt::Won { fence, sent_at } => {
-                        place.acquired = true;
-                        return Ok(Some(Grant::new(Some(fence), sent_at)));
-                    }
-                    Attempt::Busy { left } => busy_for = left,
-                }
-            }
-            let left = remaining(deadline);
-            if left.is_some_and(|l| l.is_zero()) {
-                let in_flight = {
-                    let mut state = waiter.handoff();
-                    match *state {
-                        Handoff::Open | Handoff::Closed | Handoff::Abandoned => {
-                            *state = Handoff::Closed;
-                            false
-                        }
-                        Handoff::Claimed | Handoff::Granted { .. } => true,
-                    }
-                };
-                if !in_flight {
-                    return Ok(None);
-                }
-                // A hand-off is in flight or done: take its outcome, even this late, but
-                // wait for it no longer than one request may take.
-                if matches!(*waiter.handoff(), Handoff::Claimed) {
-                    let settled =
-                        tokio::time::timeout(MIN_ANSWER_TIME, waiter.notify.notified()).await;
-                    if settled.is_err() && self.abandon_claimed(keys, &waiter) {
-                        return Ok(None);
-                    }
-                }
-                continue;
-            }
-            // Only the front waiter retries on a fallback for a missed notice, within the
-            // holder's remaining lease (or the queued Locker's turn), jittered, and at least
-            // every [`FALLBACK_MAX`] (which renews this Locker's place in the key's queue). The
-            // others attempt when woken; they check now and then whether they have moved to the
-            // front meanwhile (the waiter ahead took the lock and may never release it:
-            // crashed, or its lease ran out).
-            let front = self.notices.is_front(&keys.channel, &waiter);
-            let mut sleep = if front {
-                let bound = match busy_for.take() {
-                    Some(left) => fallback.min(left + Duration::from_millis(1)),
-                    None => fallback.min(Duration::from_millis(5)),
-                };
-                jitter(bound / 2, bound)
-            } else {
-                FRONT_CHECK
-            };
-            if let Some(left) = left {
-                sleep = sleep.min(left);
-            }
-            should_attempt = tokio::select! {
-                _ = waiter.notify.notified() => {
-                    fallback = FALLBACK_MIN;
-                    true
-                }
-                _ = tokio::time::sleep(sleep) => {
-                    if front {
-                        fallback = (fallback * 2).min(FALLBACK_MAX);
-                    }
-                    front
-                }
-            };
-        }
-    }
-
     async fn extend_once(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
         let keys = RedisKeys::new(key);
         let mut con = self.commands.clone();
@@ -1391,7 +750,7 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let keys = RedisKeys::new(key);
             let mut con = self.commands.clone();
-            if let Some(waiter) = self.notices.claim_front(&keys.channel) {
+            if let Some(waiter) = self.notices.waiters.claim_front(keys.channel.as_slice()) {
                 let mut settle = SettleOnDrop(Some(waiter.clone()));
                 let sent_at = Instant::now();
                 let mut cmd = scripts::evalsha(&HANDOFF, 3);
@@ -1431,7 +790,7 @@ impl Backend for RedisBackend {
                         self.release_token(&keys, &waiter.token).await?;
                     }
                 } else {
-                    waiter.settle(granted.map(|f| (f, sent_at)));
+                    let _ = waiter.settle(granted.map(|f| (f, sent_at)));
                 }
                 return Ok(granted.is_some());
             }

@@ -54,10 +54,10 @@ use std::time::{Duration, Instant};
 
 use redis::Cmd;
 
-use super::{
-    backend_err, replica_wait, ttl_ms, unsubscribe_if_idle, Conn, RedisBackend, RedisKeys, Waiter,
-    FALLBACK_MAX, FALLBACK_MIN, FRONT_CHECK, NAME,
-};
+use super::notices::unsubscribe_if_idle;
+use super::waiting::{FALLBACK_MAX, FALLBACK_MIN, FRONT_CHECK};
+use super::{backend_err, replica_wait, ttl_ms, Conn, RedisBackend, RedisKeys, NAME};
+use crate::backend::waiters::Waiter;
 use crate::backend::{jitter, permit_mismatch, remaining, within_wait, Grant, Kind, Space};
 use crate::Result;
 use scripts::{EXTEND_HOLD, FORGET_COUNTER, RELEASE_HOLD, RELEASE_WRITE, RW_ACQUIRE, SEM_ACQUIRE};
@@ -144,7 +144,7 @@ pub(super) async fn acquire(
     // Attempt at once only when no local waiter is queued for this key (otherwise queue behind
     // them); a writer does not mark itself waiting yet: it marks once at the front of the queue,
     // so a marked writer is always the front one and never held back by a local reader ahead.
-    if one_attempt || !backend.notices.has_waiters(&keys.channel) {
+    if one_attempt || !backend.notices.waiters.has_entry(keys.channel.as_slice()) {
         if backend.grants_wait().is_none() {
             let attempt = attempt(backend, &keys, kind, token, ttl, false);
             if let Attempt::Granted(grant) = within_wait(NAME, deadline, attempt).await? {
@@ -171,7 +171,10 @@ async fn wait_in_queue(
     deadline: Option<Instant>,
 ) -> Result<Option<Grant>> {
     let waiter = Arc::new(Waiter::new(token, ttl));
-    let mut should_attempt = backend.notices.join(&keys.channel, waiter.clone());
+    let mut should_attempt = backend
+        .notices
+        .waiters
+        .join(keys.channel.clone(), waiter.clone());
     let mut place = QueuePlace {
         backend,
         channel: &keys.channel,
@@ -196,7 +199,7 @@ async fn wait_in_queue(
                     fallback = FALLBACK_MIN;
                 }
                 // Consume a wake-up before attempting: the attempt answers it.
-                waiter.pending.store(false, Ordering::Release);
+                waiter.consume_wake();
                 let attempt = attempt(backend, keys, kind, token, ttl, kind == Kind::Write);
                 match within_wait(NAME, deadline, attempt).await? {
                     Attempt::Granted(grant) => {
@@ -218,7 +221,10 @@ async fn wait_in_queue(
             }
             return Ok(None);
         }
-        let front = backend.notices.is_front(&keys.channel, &waiter);
+        let front = backend
+            .notices
+            .waiters
+            .is_front(keys.channel.as_slice(), &waiter);
         let mut sleep = if front {
             let bound = match hint.take() {
                 Some(blocked_for) => fallback.min(blocked_for + Duration::from_millis(1)),
@@ -235,7 +241,7 @@ async fn wait_in_queue(
             sleep = sleep.min(left);
         }
         should_attempt = tokio::select! {
-            _ = waiter.notify.notified() => {
+            _ = waiter.woken() => {
                 fallback = FALLBACK_MIN;
                 true
             }
@@ -464,7 +470,10 @@ struct QueuePlace<'a> {
 impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
         let notices = &self.backend.notices;
-        if !notices.leave(self.channel, &self.waiter, !self.wake_next) {
+        if !notices
+            .waiters
+            .leave(self.channel, &self.waiter, !self.wake_next, |_| {})
+        {
             return;
         }
         // The last local waiter of this key left: unsubscribe in the background (a drop must
