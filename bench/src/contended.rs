@@ -170,13 +170,24 @@ pub async fn mysql_poll(url: &str, tasks: usize, duration: Duration) -> Res {
                 }
                 section.run(task).await;
                 section.leaving(task);
-                sqlx::query("DELETE FROM distributed_lock WHERE lock_name = ? AND secret_key = ?")
+                // Retried when InnoDB picks it as a deadlock victim (the failing INSERTs' shared
+                // locks on the unique key can deadlock with it): a DELETE given up would leave a
+                // row that no INSERT ever takes over, and the floor would stall for good.
+                loop {
+                    let deleted = sqlx::query(
+                        "DELETE FROM distributed_lock WHERE lock_name = ? AND secret_key = ?",
+                    )
                     .bind(&key)
                     .bind(&token)
                     .execute(&pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(())
+                    .await;
+                    match deleted {
+                        Ok(_) => return Ok(()),
+                        Err(sqlx::Error::Database(e))
+                            if matches!(e.code().as_deref(), Some("40001" | "HY000")) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
             }
         },
     )

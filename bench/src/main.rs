@@ -102,6 +102,9 @@ async fn main() -> Res {
         contended::etcd_lock_api(&etcd_url, 16, secs).await?;
         contended::header("ZooKeeper");
         contended::dlock("zookeeper", &zk_url, 16, secs).await?;
+        contended::header("Redlock (3 private masters)");
+        let masters = floors::redlock::Masters::start()?;
+        contended::dlock("redlock", &masters.url(), 16, secs).await?;
     }
     if want("primitives") {
         let locker = dlock::Locker::connect(&without_restart_delay(&redis_url))

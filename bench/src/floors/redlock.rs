@@ -43,16 +43,38 @@ impl Drop for Node {
     }
 }
 
+/// Three private masters, stopped when dropped.
+pub struct Masters {
+    nodes: Vec<Node>,
+}
+
+impl Masters {
+    pub fn start() -> Result<Masters, String> {
+        let nodes = (0..3)
+            .map(|_| Node::start())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Masters { nodes })
+    }
+
+    /// `host:port` of each master.
+    pub fn hosts(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The `redlock://` URL over all of them.
+    pub fn url(&self) -> String {
+        format!("redlock://{}", self.hosts().join(","))
+    }
+}
+
 pub async fn uncontended(tasks: usize, per_task: usize, rounds: usize) -> Res {
-    let nodes = (0..3)
-        .map(|_| Node::start())
-        .collect::<Result<Vec<_>, _>>()?;
-    let hosts: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
+    let masters = Masters::start()?;
+    let hosts = masters.hosts();
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let locker = dlock::Locker::connect(&format!("redlock://{}", hosts.join(",")))
+    let locker = dlock::Locker::connect(&masters.url())
         .await
         .map_err(|e| e.to_string())?;
     let dlock_op = crate::dlock_cycle(locker, &run);
@@ -81,6 +103,6 @@ pub async fn uncontended(tasks: usize, per_task: usize, rounds: usize) -> Res {
         rounds,
     )
     .await?;
-    drop(nodes);
+    drop(masters);
     Ok(())
 }
