@@ -193,7 +193,7 @@ impl LockGuard {
         let Some(live) = self.live.take() else {
             return Ok(());
         };
-        crate::telemetry::hold(live.backend.name(), live.acquired_at.elapsed());
+        crate::telemetry::hold(live.backend.name(), live.acquired_at);
         if released && was_held {
             tracing::debug!(target: "dlock", key = &*self.key, backend = live.backend.name(), fence = self.fence, "lock released");
             Ok(())
@@ -232,7 +232,7 @@ impl Drop for LockGuard {
         else {
             return;
         };
-        crate::telemetry::hold(backend.name(), acquired_at.elapsed());
+        crate::telemetry::hold(backend.name(), acquired_at);
         drop(lease); // stops renewing
         let key = self.key.clone();
         let fence = self.fence;

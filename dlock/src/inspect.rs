@@ -67,14 +67,25 @@ pub fn token_parts(token: &str) -> (&str, Option<&str>) {
 }
 
 /// A new token for `owner`: a random id, `.`, the owner.
+///
+/// Assembled in a reused per-thread buffer and allocated once, as the `Arc` (a fresh `String`
+/// first would be a second allocation and a copy on every acquire).
 pub(crate) fn new_token(owner: &str) -> Arc<str> {
-    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-    let mut token = String::with_capacity(TOKEN_ID_LEN + 1 + owner.len());
-    token.push_str(id);
-    token.push('.');
-    token.push_str(owner);
-    token.into()
+    thread_local! {
+        static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let mut id = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut id);
+    BUF.try_with(|buf| {
+        let mut token = buf.borrow_mut();
+        token.clear();
+        token.push_str(id);
+        token.push('.');
+        token.push_str(owner);
+        Arc::from(token.as_str())
+    })
+    // The thread is being torn down (a thread-local destructor locking): no buffer left.
+    .unwrap_or_else(|_| [id, ".", owner].concat().into())
 }
 
 /// `owner` made safe to store and print: control characters become `?`, at most
