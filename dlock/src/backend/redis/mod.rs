@@ -121,22 +121,22 @@ use tokio::sync::OnceCell;
 
 use super::{Backend, BoxFuture, Grant, Kind, LockInfo, MIN_ANSWER_TIME};
 use crate::backend::tls::{TlsFiles, TlsParams};
-use crate::backend::waiters::{Handoff, SettleOnDrop};
+use crate::backend::waiters::{Handoff, SettleOnDrop, Waiter};
 
 use crate::backend::url_params::mask_password;
 use crate::{Error, Result};
 use connection::{connect_error, refuse_evicting_server, Target};
 pub(crate) use connection::{manager_config, open_client, tls_files, Conn};
 use notices::{NoticeConnection, Notices};
-use scripts::{ACQUIRE, GIVE_BACK, HANDOFF, RELEASE_SHARDED};
+use scripts::{AcquireReply, ACQUIRE, FENCE_REFUSED, GIVE_BACK, HANDOFF, RELEASE_SHARDED};
 pub(crate) use scripts::{EXTEND, RELEASE};
 use waiting::Attempt;
 
 /// The acquire and release scripts of an uncontended cycle, for the benchmark's floor of dlock's
 /// own shape (the same server work issued raw). `ACQUIRE`: keys lock, fence counter, queue;
-/// arguments token, ttl in ms, highest fence seen, Locker id, `1` when waiting; returns `{1,
-/// fence, counter_was_missing}` when won. `RELEASE`: keys lock, queue; arguments token, notice
-/// channel, Locker id; returns 1 when released.
+/// arguments token, ttl in ms, highest fence seen, Locker id, `1` when waiting; returns `2 *
+/// (fence + 1) + counter_was_missing` when won (an integer of at least 2). `RELEASE`: keys lock,
+/// queue; arguments token, notice channel, Locker id; returns 1 when released.
 #[doc(hidden)]
 pub fn cycle_scripts() -> (&'static Script, &'static Script) {
     (&ACQUIRE, &RELEASE)
@@ -518,33 +518,60 @@ impl RedisBackend {
             .arg(seen)
             .arg(&*self.id)
             .arg(if waiting { "1" } else { "0" });
-        let (outcome, fence, counter_was_missing): (i64, i64, i64) =
-            scripts::run(&mut con, &ACQUIRE, &cmd)
-                .await
-                .map_err(backend_err)?;
-        match outcome {
-            0 => {
-                let left = u64::try_from(fence).ok().map(Duration::from_millis);
+        let reply: redis::RedisResult<i64> = scripts::run(&mut con, &ACQUIRE, &cmd).await;
+        let (fence, counter_was_missing) = match reply.map(AcquireReply::decode) {
+            Ok(AcquireReply::Won {
+                fence,
+                counter_was_missing,
+            }) => (fence, counter_was_missing),
+            Ok(AcquireReply::Busy { left_ms }) => {
+                let left = left_ms.map(Duration::from_millis);
                 return Ok(Attempt::Busy { left });
             }
-            1 => {}
-            _ => {
+            Err(e) if e.code() == Some(FENCE_REFUSED) => {
+                let fence = e.detail().unwrap_or("?");
                 return Err(backend_err(format!(
                     "refusing to hand out a fence: the server's clock ({fence} µs) is not past \
                      the highest fence this client has seen ({seen}); a lower fence would let a \
                      stale holder's writes through. Check the server's clock (a failover to a \
                      server whose clock is behind?)"
-                )))
+                )));
             }
+            Err(e) => return Err(backend_err(e)),
+        };
+        // The common grant: a known key, no restart delay, no replicas to wait for. Nothing
+        // left to do, and none of the rare steps is part of this future (they are boxed): it
+        // stays small enough to run inline, not boxed, in every acquire.
+        if !counter_was_missing && self.replicas == 0 && self.grants_wait().is_none() {
+            self.highest_fence.fetch_max(fence, Ordering::AcqRel);
+            return Ok(Attempt::Won { fence, sent_at });
         }
+        let granted = Box::pin(self.after_grant(keys, token, ttl, fence, counter_was_missing));
+        Ok(match granted.await? {
+            Some(fence) => Attempt::Won { fence, sent_at },
+            None => Attempt::Busy { left: None },
+        })
+    }
+
+    /// The rare steps after a grant (see [`Self::attempt`]): restart checks and replica waits.
+    /// The fence when the grant stands, `None` when it was given back.
+    async fn after_grant(
+        &self,
+        keys: &RedisKeys,
+        token: &str,
+        ttl: Duration,
+        fence: u64,
+        counter_was_missing: bool,
+    ) -> Result<Option<u64>> {
         // The key's state was lost (or it is new): if the server restarted recently, a holder
         // from before the restart may still be inside its lease. Give the grant back; and so
         // for every key while that delay lasts (this grant stored the key's counter again).
         let delayed = self.grants_wait().is_some()
-            || (counter_was_missing == 1 && self.restarted_recently(keys).await?);
+            || (counter_was_missing && self.restarted_recently(keys).await?);
         if delayed {
             // The counter goes too, so the next grant (from any process) finds the state lost
             // and checks the restart as well; fences stay above it (at least the clock).
+            let mut con = self.commands.clone();
             let _: i64 = GIVE_BACK
                 .key(&keys.lock)
                 .key(&keys.fence)
@@ -553,12 +580,11 @@ impl RedisBackend {
                 .invoke_async(&mut con)
                 .await
                 .map_err(backend_err)?;
-            return Ok(Attempt::Busy { left: None });
+            return Ok(None);
         }
-        let fence = u64::try_from(fence).map_err(|_| backend_err("negative fence"))?;
         self.highest_fence.fetch_max(fence, Ordering::AcqRel);
         self.replicated_or_undo(keys, token, ttl).await?;
-        Ok(Attempt::Won { fence, sent_at })
+        Ok(Some(fence))
     }
 
     /// Whether the server has been up for less than `restart_delay` (asked with `INFO server`
@@ -677,6 +703,54 @@ fn connection_dropped(e: &Error) -> bool {
 }
 
 impl RedisBackend {
+    /// A release straight to the local waiter `waiter` (see [`HANDOFF`]), or, when another
+    /// Locker is queued, a release for its turn: true when the lock was ours.
+    async fn hand_off(&self, keys: &RedisKeys, token: &str, waiter: Arc<Waiter>) -> Result<bool> {
+        let mut con = self.commands.clone();
+        let mut settle = SettleOnDrop(Some(waiter.clone()));
+        let sent_at = Instant::now();
+        let mut cmd = scripts::evalsha(&HANDOFF, 3);
+        cmd.arg(&keys.lock)
+            .arg(&keys.fence)
+            .arg(&keys.queue)
+            .arg(token)
+            .arg(&waiter.token)
+            .arg(ttl_ms(waiter.ttl))
+            .arg(&*self.id)
+            .arg(&keys.channel)
+            .arg(self.publish_command());
+        let fence: i64 = scripts::run(&mut con, &HANDOFF, &cmd)
+            .await
+            .map_err(backend_err)?;
+        settle.0 = None;
+        if fence < 0 {
+            // Another Locker was queued: released for its turn; our waiter waits for
+            // ours (this Locker went to the back of the key's queue).
+            waiter.reopen();
+            return Ok(true);
+        }
+        let mut granted = u64::try_from(fence).ok().filter(|f| *f > 0);
+        if let Some(f) = granted {
+            self.highest_fence.fetch_max(f, Ordering::AcqRel);
+            // Not confirmed by the replicas: withdrawn; the waiter tries again.
+            if !self.replicated(keys, waiter.ttl).await? {
+                self.release_token(keys, &waiter.token).await?;
+                granted = None;
+            }
+        }
+        let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
+        if abandoned {
+            // The waiter's acquire was dropped while the lock was on its way: give the
+            // lock up for it (its own cancel-release may have run before the hand-off).
+            if granted.is_some() {
+                self.release_token(keys, &waiter.token).await?;
+            }
+        } else {
+            let _ = waiter.settle(granted.map(|f| (f, sent_at)));
+        }
+        Ok(granted.is_some())
+    }
+
     async fn extend_once(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
         let keys = RedisKeys::new(key);
         let mut con = self.commands.clone();
@@ -749,50 +823,10 @@ impl Backend for RedisBackend {
         }
         Box::pin(async move {
             let keys = RedisKeys::new(key);
-            let mut con = self.commands.clone();
             if let Some(waiter) = self.notices.waiters.claim_front(keys.channel.as_slice()) {
-                let mut settle = SettleOnDrop(Some(waiter.clone()));
-                let sent_at = Instant::now();
-                let mut cmd = scripts::evalsha(&HANDOFF, 3);
-                cmd.arg(&keys.lock)
-                    .arg(&keys.fence)
-                    .arg(&keys.queue)
-                    .arg(token)
-                    .arg(&waiter.token)
-                    .arg(ttl_ms(waiter.ttl))
-                    .arg(&*self.id)
-                    .arg(&keys.channel)
-                    .arg(self.publish_command());
-                let fence: i64 = scripts::run(&mut con, &HANDOFF, &cmd)
-                    .await
-                    .map_err(backend_err)?;
-                settle.0 = None;
-                if fence < 0 {
-                    // Another Locker was queued: released for its turn; our waiter waits for
-                    // ours (this Locker went to the back of the key's queue).
-                    waiter.reopen();
-                    return Ok(true);
-                }
-                let mut granted = u64::try_from(fence).ok().filter(|f| *f > 0);
-                if let Some(f) = granted {
-                    self.highest_fence.fetch_max(f, Ordering::AcqRel);
-                    // Not confirmed by the replicas: withdrawn; the waiter tries again.
-                    if !self.replicated(&keys, waiter.ttl).await? {
-                        self.release_token(&keys, &waiter.token).await?;
-                        granted = None;
-                    }
-                }
-                let abandoned = matches!(*waiter.handoff(), Handoff::Abandoned);
-                if abandoned {
-                    // The waiter's acquire was dropped while the lock was on its way: give the
-                    // lock up for it (its own cancel-release may have run before the hand-off).
-                    if granted.is_some() {
-                        self.release_token(&keys, &waiter.token).await?;
-                    }
-                } else {
-                    let _ = waiter.settle(granted.map(|f| (f, sent_at)));
-                }
-                return Ok(granted.is_some());
+                // Boxed: the hand-off's state is most of this future's size, copied into the
+                // box of every release if inline.
+                return Box::pin(self.hand_off(&keys, token, waiter)).await;
             }
             self.release_token(&keys, token).await
         })

@@ -89,9 +89,8 @@ impl RedisBackend {
         // Barge only when no local waiter is queued for this key: otherwise queue behind
         // them, so a release hands the lock to the front waiter instead of racing it.
         if one_attempt || !self.notices.waiters.has_entry(keys.channel.as_slice()) {
-            // Boxed: its state (restart checks, replica waits) is large and rarely needed past
-            // the first poll; inline, it would be copied into every acquire's future.
-            let attempt = Box::pin(self.attempt(&keys, token, ttl, !one_attempt));
+            // Inline: its rare steps (restart checks, replica waits) are boxed inside it.
+            let attempt = self.attempt(&keys, token, ttl, !one_attempt);
             if let Attempt::Won { fence, sent_at } = within_wait(NAME, deadline, attempt).await? {
                 return Ok(Some(Grant::new(Some(fence), sent_at)));
             }
