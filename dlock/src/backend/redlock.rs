@@ -475,7 +475,7 @@ impl RedlockBackend {
     /// quorum-th longest); `None` when no token has a quorum. An error when too few nodes
     /// answered to tell.
     async fn holder(&self, key: &str) -> Result<Option<(String, LockInfo)>> {
-        let lock = RedisKeys::new(key).lock;
+        let lock = RedisKeys::new(key).lock().to_vec();
         let reads = self
             .nodes
             .iter()
@@ -801,7 +801,7 @@ mod tests {
                 redis::Arg::Simple(bytes) => bytes.to_vec(),
                 _ => Vec::new(),
             });
-            assert_eq!(name, Some(RedisKeys::new(key).lock), "{key}");
+            assert_eq!(name, Some(RedisKeys::new(key).lock().to_vec()), "{key}");
         }
     }
 }

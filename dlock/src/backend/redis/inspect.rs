@@ -32,8 +32,8 @@ pub(super) async fn holder(
 ) -> Result<Option<(String, LockInfo)>> {
     let mut con = backend.commands.clone();
     let reply: Value = INSPECT
-        .key(&keys.lock)
-        .key(&keys.fence)
+        .key(keys.lock())
+        .key(keys.fence())
         .invoke_async(&mut con)
         .await
         .map_err(backend_err)?;
@@ -69,7 +69,8 @@ pub(super) async fn holder(
 /// glob characters escaped. Fence counters (`dlock:{..}:fence`) do not end in `}`, so they do
 /// not match.
 pub(crate) fn pattern(prefix: &str) -> Vec<u8> {
-    let escaped = RedisKeys::new(prefix).lock;
+    let keys = RedisKeys::new(prefix);
+    let escaped = keys.lock();
     // `dlock:{E(p)}` without its closing brace.
     let inner = &escaped[..escaped.len() - 1];
     let mut pattern = Vec::with_capacity(inner.len() * 2 + 2);
@@ -237,9 +238,9 @@ mod tests {
     #[test]
     fn lock_keys_map_back_to_user_keys() {
         for key in ["order:42", "a}b{c%", "%7D", "ü/x y*"] {
-            assert_eq!(user_key(&RedisKeys::new(key).lock).as_deref(), Some(key));
+            assert_eq!(user_key(RedisKeys::new(key).lock()).as_deref(), Some(key));
         }
-        assert_eq!(user_key(&RedisKeys::new("k").fence), None);
+        assert_eq!(user_key(RedisKeys::new("k").fence()), None);
         assert_eq!(user_key(b"other"), None);
         assert_eq!(user_key(b"dlock:{%zz}"), None);
     }

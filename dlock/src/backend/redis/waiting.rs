@@ -88,7 +88,7 @@ impl RedisBackend {
         let one_attempt = remaining(deadline).is_some_and(|left| left.is_zero());
         // Barge only when no local waiter is queued for this key: otherwise queue behind
         // them, so a release hands the lock to the front waiter instead of racing it.
-        if one_attempt || !self.notices.waiters.has_entry(keys.channel.as_slice()) {
+        if one_attempt || !self.notices.waiters.has_entry(keys.channel()) {
             // Inline: its rare steps (restart checks, replica waits) are boxed inside it.
             let attempt = self.attempt(&keys, token, ttl, !one_attempt);
             if let Attempt::Won { fence, sent_at } = within_wait(NAME, deadline, attempt).await? {
@@ -121,11 +121,11 @@ impl RedisBackend {
         let mut should_attempt = self
             .notices
             .waiters
-            .join(keys.channel.clone(), waiter.clone());
+            .join(keys.channel().to_vec(), waiter.clone());
         let mut place = QueuePlace {
             backend: self,
             keys,
-            channel: &keys.channel,
+            channel: keys.channel(),
             waiter: waiter.clone(),
             acquired: false,
         };
@@ -147,7 +147,7 @@ impl RedisBackend {
                 // Subscribe before attempting, so no notice is missed in between. A failed
                 // subscription is not fatal: the fallback retries soon, subscribing again.
                 let listening =
-                    within_wait(NAME, deadline, self.ensure_subscribed(&keys.channel)).await;
+                    within_wait(NAME, deadline, self.ensure_subscribed(keys.channel())).await;
                 if let Err(e) = listening {
                     tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
                     fallback = FALLBACK_MIN;
@@ -183,10 +183,7 @@ impl RedisBackend {
             // others attempt when woken; they check now and then whether they have moved to the
             // front meanwhile (the waiter ahead took the lock and may never release it:
             // crashed, or its lease ran out).
-            let front = self
-                .notices
-                .waiters
-                .is_front(keys.channel.as_slice(), &waiter);
+            let front = self.notices.waiters.is_front(keys.channel(), &waiter);
             let mut sleep = if front {
                 let bound = match busy_for.take() {
                     Some(left) => fallback.min(left + Duration::from_millis(1)),
@@ -224,10 +221,10 @@ impl RedisBackend {
         }
         let (mut con, release) = (self.commands.clone(), self.release_script());
         let mut cmd = scripts::evalsha(release, 2);
-        cmd.arg(&keys.lock)
-            .arg(&keys.queue)
+        cmd.arg(keys.lock())
+            .arg(keys.queue())
             .arg(&waiter.token)
-            .arg(&keys.channel)
+            .arg(keys.channel())
             .arg(&*self.id);
         crate::runtime::spawn_background(async move {
             let undo: redis::RedisResult<i64> = scripts::run(&mut con, release, &cmd).await;
@@ -243,10 +240,10 @@ impl RedisBackend {
     fn leave_queue(&self, keys: &RedisKeys) {
         let mut con = self.commands.clone();
         let mut cmd = scripts::evalsha(&LEAVE_QUEUE, 2);
-        cmd.arg(&keys.lock)
-            .arg(&keys.queue)
+        cmd.arg(keys.lock())
+            .arg(keys.queue())
             .arg(&*self.id)
-            .arg(&keys.channel)
+            .arg(keys.channel())
             .arg(self.publish_command());
         crate::runtime::spawn_background(async move {
             let left: redis::RedisResult<i64> = scripts::run(&mut con, &LEAVE_QUEUE, &cmd).await;

@@ -90,7 +90,7 @@ impl SharedKeys {
     fn new(key: &str, space: Space) -> Self {
         let route = RedisKeys::new(key);
         // `dlock:{E(k)}` becomes `dlock:rw:{E(k)}` or `dlock:sem:{E(k)}`: the hash tag stays.
-        let tag = &route.lock["dlock:".len()..];
+        let tag = &route.lock()["dlock:".len()..];
         let prefix: &[u8] = match space {
             Space::Semaphore => b"dlock:sem:",
             Space::ReadWrite | Space::Mutex => b"dlock:rw:",
@@ -517,7 +517,7 @@ mod tests {
             ] {
                 assert_eq!(
                     tag(name),
-                    tag(&mutex.lock),
+                    tag(mutex.lock()),
                     "{}",
                     String::from_utf8_lossy(name)
                 );
@@ -529,6 +529,6 @@ mod tests {
         }
         assert_ne!(rw.fence, sem.fence);
         assert_ne!(rw.channel, sem.channel);
-        assert_ne!(rw.channel, mutex.channel);
+        assert_ne!(rw.channel, mutex.channel());
     }
 }
