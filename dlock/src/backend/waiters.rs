@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::MIN_ANSWER_TIME;
+
 /// A backend's own state per key, kept beside the key's waiters.
 pub(crate) trait KeyState: Default + Send {
     /// Nothing to keep: the key's entry may go once it has no waiters.
@@ -183,6 +185,24 @@ impl Waiter {
             }
             Handoff::Claimed | Handoff::Granted { .. } => true,
         }
+    }
+
+    /// The waiter's wait ran out. `true`: give up, nothing was handed over (no hand-off was in
+    /// flight, or one still in flight after [`MIN_ANSWER_TIME`] that `abandon` gave up on; the
+    /// releasing side then gives back a grant that lands anyway). `false`: a hand-off settled
+    /// or is done: look at its outcome, even this late.
+    pub(crate) async fn wait_ran_out(&self, abandon: impl FnOnce() -> bool) -> bool {
+        if !self.close() {
+            return true;
+        }
+        // Waited for no longer than one request may take.
+        if matches!(*self.handoff(), Handoff::Claimed) {
+            let settled = tokio::time::timeout(MIN_ANSWER_TIME, self.woken()).await;
+            if settled.is_err() && abandon() {
+                return true;
+            }
+        }
+        false
     }
 
     /// The acquire is going away without the lock: a hand-off not granted yet is abandoned.

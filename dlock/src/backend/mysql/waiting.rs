@@ -15,7 +15,7 @@ use super::{
 };
 use crate::backend::digest::sha256_hex;
 use crate::backend::waiters::{Handoff, KeyState, SettleOnDrop, Waiter, Waiters};
-use crate::backend::{jitter, remaining, token_parts, within_wait, Grant, MIN_ANSWER_TIME};
+use crate::backend::{jitter, remaining, token_parts, within_wait, Grant};
 use crate::Result;
 
 /// How many times in a row a key may be handed from a holder to a local waiter before a release
@@ -775,17 +775,8 @@ impl MysqlBackend {
             }
             let left = remaining(deadline);
             if left.is_some_and(|l| l.is_zero()) {
-                if !waiter.close() {
+                if waiter.wait_ran_out(|| waiter.abandon_claimed()).await {
                     return Ok(None);
-                }
-                // A hand-off is in flight or done: take its outcome, even this late, but wait
-                // for it no longer than one request may take.
-                if matches!(*waiter.handoff(), Handoff::Claimed) {
-                    let settled = tokio::time::timeout(MIN_ANSWER_TIME, waiter.woken()).await;
-                    if settled.is_err() && waiter.abandon_claimed() {
-                        // The releasing task gives back a grant that lands after this.
-                        return Ok(None);
-                    }
                 }
                 continue;
             }
