@@ -8,16 +8,79 @@ use std::time::{Duration, Instant};
 use super::scripts::{self, LEAVE_QUEUE};
 use super::{RedisBackend, RedisKeys, NAME};
 use crate::backend::waiters::{Handoff, Waiter};
-use crate::backend::{jitter, remaining, within_wait, Grant, MIN_ANSWER_TIME};
+use crate::backend::{jitter, remaining, within_wait, Grant};
 use crate::Result;
 
 /// First fallback delay when a waiter hears no notice; doubles up to [`FALLBACK_MAX`].
-pub(super) const FALLBACK_MIN: Duration = Duration::from_millis(200);
+const FALLBACK_MIN: Duration = Duration::from_millis(200);
 /// The longest a front waiter goes without an attempt: each attempt renews its Locker's place
 /// in the key's queue ([`scripts::QUEUE_MARK_MS`], three times as long).
-pub(super) const FALLBACK_MAX: Duration = Duration::from_secs(1);
+const FALLBACK_MAX: Duration = Duration::from_secs(1);
 /// How often a waiter behind others checks whether it has become the front one.
-pub(super) const FRONT_CHECK: Duration = Duration::from_millis(500);
+const FRONT_CHECK: Duration = Duration::from_millis(500);
+
+/// How a waiter of a Redis key waits between attempts: until woken (a notice, a hand-off), or
+/// at the front a fallback for a missed notice, jittered, bounded by how long the blocker lasts
+/// when known, doubling from [`FALLBACK_MIN`] up to [`FALLBACK_MAX`]; behind the front, a check
+/// every [`FRONT_CHECK`] whether it has moved to the front (the waiter ahead took the lock and
+/// may never release it: crashed, or its lease ran out). Mutex and shared kinds alike.
+pub(super) struct Pause {
+    fallback: Duration,
+}
+
+impl Pause {
+    pub(super) fn new() -> Self {
+        Pause {
+            fallback: FALLBACK_MIN,
+        }
+    }
+
+    /// The next fallback is the shortest again (a notice may be lost: the subscription failed).
+    pub(super) fn shorten(&mut self) {
+        self.fallback = FALLBACK_MIN;
+    }
+
+    /// Waits; `true` when the waiter should attempt now. `busy_for`: how long the blocker lasts,
+    /// as the last attempt heard (`None`: unknown, then at most `unknown`); `renew`: attempt at
+    /// least this often (an attempt renews a mark); `left`: the wait's remaining time.
+    pub(super) async fn wait(
+        &mut self,
+        waiter: &Waiter,
+        front: bool,
+        busy_for: Option<Duration>,
+        unknown: Duration,
+        renew: Option<Duration>,
+        left: Option<Duration>,
+    ) -> bool {
+        let mut sleep = if front {
+            let bound = match busy_for {
+                Some(busy) => self.fallback.min(busy + Duration::from_millis(1)),
+                None => self.fallback.min(unknown),
+            };
+            jitter(bound / 2, bound)
+        } else {
+            FRONT_CHECK
+        };
+        if let Some(renew) = renew {
+            sleep = sleep.min(renew);
+        }
+        if let Some(left) = left {
+            sleep = sleep.min(left);
+        }
+        tokio::select! {
+            _ = waiter.woken() => {
+                self.fallback = FALLBACK_MIN;
+                true
+            }
+            _ = tokio::time::sleep(sleep) => {
+                if front {
+                    self.fallback = (self.fallback * 2).min(FALLBACK_MAX);
+                }
+                front || renew.is_some()
+            }
+        }
+    }
+}
 
 /// The outcome of one acquire attempt.
 pub(super) enum Attempt {
@@ -129,7 +192,7 @@ impl RedisBackend {
             waiter: waiter.clone(),
             acquired: false,
         };
-        let mut fallback = FALLBACK_MIN;
+        let mut pause = Pause::new();
         loop {
             // A holder of this Locker may have handed the lock straight to us.
             let handoff = *waiter.handoff();
@@ -150,7 +213,7 @@ impl RedisBackend {
                     within_wait(NAME, deadline, self.ensure_subscribed(keys.channel())).await;
                 if let Err(e) = listening {
                     tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
-                    fallback = FALLBACK_MIN;
+                    pause.shorten();
                 }
                 // Consume a wake-up before attempting: the attempt answers it.
                 waiter.consume_wake();
@@ -164,50 +227,22 @@ impl RedisBackend {
             }
             let left = remaining(deadline);
             if left.is_some_and(|l| l.is_zero()) {
-                if !waiter.close() {
+                if waiter
+                    .wait_ran_out(|| self.abandon_claimed(keys, &waiter))
+                    .await
+                {
                     return Ok(None);
-                }
-                // A hand-off is in flight or done: take its outcome, even this late, but
-                // wait for it no longer than one request may take.
-                if matches!(*waiter.handoff(), Handoff::Claimed) {
-                    let settled = tokio::time::timeout(MIN_ANSWER_TIME, waiter.woken()).await;
-                    if settled.is_err() && self.abandon_claimed(keys, &waiter) {
-                        return Ok(None);
-                    }
                 }
                 continue;
             }
-            // Only the front waiter retries on a fallback for a missed notice, within the
-            // holder's remaining lease (or the queued Locker's turn), jittered, and at least
-            // every [`FALLBACK_MAX`] (which renews this Locker's place in the key's queue). The
-            // others attempt when woken; they check now and then whether they have moved to the
-            // front meanwhile (the waiter ahead took the lock and may never release it:
-            // crashed, or its lease ran out).
+            // The front waiter's fallback is bounded by the holder's lease (or the queued
+            // Locker's turn) and comes at least every [`FALLBACK_MAX`], so its attempts renew
+            // this Locker's place in the key's queue.
             let front = self.notices.waiters.is_front(keys.channel(), &waiter);
-            let mut sleep = if front {
-                let bound = match busy_for.take() {
-                    Some(left) => fallback.min(left + Duration::from_millis(1)),
-                    None => fallback.min(Duration::from_millis(5)),
-                };
-                jitter(bound / 2, bound)
-            } else {
-                FRONT_CHECK
-            };
-            if let Some(left) = left {
-                sleep = sleep.min(left);
-            }
-            should_attempt = tokio::select! {
-                _ = waiter.woken() => {
-                    fallback = FALLBACK_MIN;
-                    true
-                }
-                _ = tokio::time::sleep(sleep) => {
-                    if front {
-                        fallback = (fallback * 2).min(FALLBACK_MAX);
-                    }
-                    front
-                }
-            };
+            let unknown = Duration::from_millis(5);
+            should_attempt = pause
+                .wait(&waiter, front, busy_for.take(), unknown, None, left)
+                .await;
         }
     }
 

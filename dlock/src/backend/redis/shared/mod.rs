@@ -55,10 +55,10 @@ use std::time::{Duration, Instant};
 use redis::Cmd;
 
 use super::notices::unsubscribe_if_idle;
-use super::waiting::{FALLBACK_MAX, FALLBACK_MIN, FRONT_CHECK};
+use super::waiting::Pause;
 use super::{backend_err, replica_wait, ttl_ms, Conn, RedisBackend, RedisKeys, NAME};
 use crate::backend::waiters::Waiter;
-use crate::backend::{jitter, permit_mismatch, remaining, within_wait, Grant, Kind, Space};
+use crate::backend::{permit_mismatch, remaining, within_wait, Grant, Kind, Space};
 use crate::Result;
 use scripts::{EXTEND_HOLD, FORGET_COUNTER, RELEASE_HOLD, RELEASE_WRITE, RW_ACQUIRE, SEM_ACQUIRE};
 
@@ -182,7 +182,7 @@ async fn wait_in_queue(
         wake_next: true,
     };
     let mut hint: Option<Duration> = None;
-    let mut fallback = FALLBACK_MIN;
+    let mut pause = Pause::new();
     let mut marked = false;
     loop {
         if should_attempt {
@@ -196,7 +196,7 @@ async fn wait_in_queue(
                     within_wait(NAME, deadline, backend.ensure_subscribed(&keys.channel));
                 if let Err(e) = listening.await {
                     tracing::debug!(target: "dlock", backend = NAME, error = %e, "cannot subscribe to release notices; polling meanwhile");
-                    fallback = FALLBACK_MIN;
+                    pause.shorten();
                 }
                 // Consume a wake-up before attempting: the attempt answers it.
                 waiter.consume_wake();
@@ -225,33 +225,10 @@ async fn wait_in_queue(
             .notices
             .waiters
             .is_front(keys.channel.as_slice(), &waiter);
-        let mut sleep = if front {
-            let bound = match hint.take() {
-                Some(blocked_for) => fallback.min(blocked_for + Duration::from_millis(1)),
-                None => fallback,
-            };
-            jitter(bound / 2, bound)
-        } else {
-            FRONT_CHECK
-        };
-        if marked {
-            sleep = sleep.min(MARK_RENEWAL);
-        }
-        if let Some(left) = left {
-            sleep = sleep.min(left);
-        }
-        should_attempt = tokio::select! {
-            _ = waiter.woken() => {
-                fallback = FALLBACK_MIN;
-                true
-            }
-            _ = tokio::time::sleep(sleep) => {
-                if front {
-                    fallback = (fallback * 2).min(FALLBACK_MAX);
-                }
-                front || marked
-            }
-        };
+        let renew = marked.then_some(MARK_RENEWAL);
+        should_attempt = pause
+            .wait(&waiter, front, hint.take(), Duration::MAX, renew, left)
+            .await;
     }
 }
 
