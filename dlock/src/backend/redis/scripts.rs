@@ -43,9 +43,9 @@ pub(super) const QUEUE_MARK_MS: u64 = 3_000;
 /// Lua helpers over a key's queue of waiting Lockers (fair waiting across Lockers: see the
 /// module docs, "Waiting"): a list of entries `<mark end, server ms>:<locker id>` in arrival
 /// order. `queue_now()` is the server's clock in ms; `queue_live(q, now)` returns the live
-/// entries in order as `{id, mark end, entry}`, dropping ended marks; `queue_first_other(live,
-/// me)` the first Locker other than `me`; `queue_leave(q, live, me)` takes `me` out;
-/// `queue_mark(q, live, me, now)` renews `me`'s place, or adds it at the back.
+/// entries in order as `{id, mark end, entry}`, dropping ended marks; `queue_leave(q, live,
+/// me)` takes `me` out; `queue_mark(q, live, me, now)` renews `me`'s place, or adds it at the
+/// back.
 const QUEUE: &str = r"
 local function queue_now()
   local c = redis.call('TIME')
@@ -63,12 +63,6 @@ local function queue_live(q, now)
     end
   end
   return live
-end
-local function queue_first_other(live, me)
-  for _, e in ipairs(live) do
-    if e[1] ~= me then return e end
-  end
-  return nil
 end
 local function queue_leave(q, live, me)
   for i, e in ipairs(live) do
@@ -152,8 +146,8 @@ return 1",
 });
 
 /// The fence rule every grant follows: `max(counter + 1, server time in µs)`, stored back as the
-/// counter (see the module docs, "Fences"). `ARGV[h]` is the highest fence the client has seen:
-/// a fence not above it is refused (`-1`).
+/// counter (see the module docs, "Fences"). The scripts compare `f` with the highest fence the
+/// client has seen and refuse a fence not above it (each says how it answers then).
 const FENCE_RULE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
