@@ -98,7 +98,6 @@ pub(super) enum Attempt {
 struct QueuePlace<'a> {
     backend: &'a RedisBackend,
     keys: &'a RedisKeys,
-    channel: &'a [u8],
     waiter: Arc<Waiter>,
     /// Leaving with the lock: the next waiter waits for our release notice.
     acquired: bool,
@@ -112,7 +111,7 @@ impl Drop for QueuePlace<'_> {
         let notices = &self.backend.notices;
         if !notices
             .waiters
-            .leave(self.channel, &self.waiter, self.acquired, |_| {})
+            .leave(self.keys.channel(), &self.waiter, self.acquired, |_| {})
         {
             return;
         }
@@ -126,7 +125,7 @@ impl Drop for QueuePlace<'_> {
             crate::runtime::spawn_background(super::notices::unsubscribe_if_idle(
                 pubsub.clone(),
                 Arc::downgrade(&self.backend.notices),
-                self.channel.to_vec(),
+                self.keys.channel().to_vec(),
             ));
         }
     }
@@ -188,7 +187,6 @@ impl RedisBackend {
         let mut place = QueuePlace {
             backend: self,
             keys,
-            channel: keys.channel(),
             waiter: waiter.clone(),
             acquired: false,
         };
