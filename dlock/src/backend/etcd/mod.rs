@@ -15,10 +15,13 @@
 //!   *then* put it with that lease, where `<id>` is the token's random id (the 32 hex digits
 //!   before the owner, see [`token_parts`]) and the value records the owner (see "Values").
 //!   Then list `<root>/<key>/`: the key with the lowest `create_revision` holds the lock.
-//! - wait: watch the key just ahead (the highest `create_revision` below ours) for its
-//!   deletion, from the server's current revision (a watch from an older one is caught up only
-//!   every 100 ms), then read that key once more, for a deletion between the listing and the
-//!   watch; once it is gone, list again. One release wakes one waiter, FIFO.
+//! - wait: wait for the deletion of the key just ahead (the highest `create_revision` below
+//!   ours), then read that key once more, for a deletion between the listing and the wait; once
+//!   it is gone, list again. One release wakes one waiter, FIFO. The deletions come through one
+//!   watch of the lock's prefix (deletions only, from the server's current revision) per
+//!   Locker, shared by its waiters on that lock and kept open while they wait and a second
+//!   after: etcd now and then leaves a new watch behind its store, and catches such a watch up
+//!   only every 100 ms, so a watch per wait made some hand-offs up to 100 ms late.
 //!   Meanwhile the waiter keeps its key's lease alive (a keep-alive every third of its length,
 //!   shared with the read-write and semaphore waits), since a wait may outlast the lease.
 //! - release: delete our key and revoke its lease (which would delete it too).
@@ -93,6 +96,7 @@ mod retry;
 
 use retry::{AfterTimeout, UNREACHABLE_RETRY_FOR};
 mod shared;
+mod watches;
 
 const NAME: &str = "etcd";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,6 +137,8 @@ pub struct EtcdBackend {
     root: String,
     hosts: String,
     held: Mutex<HashMap<String, Held>>,
+    /// The watches waiters wait on, one per queue (see the `watches` module).
+    watches: std::sync::Arc<watches::Hubs>,
     /// User and password from the URL, kept to log in again: etcd's auth token expires after
     /// `--auth-token-ttl` (default 300 s) without use, and the client does not renew it.
     credentials: Option<(String, String)>,
@@ -349,6 +355,7 @@ impl EtcdBackend {
             root,
             hosts,
             held: Mutex::new(HashMap::new()),
+            watches: std::sync::Arc::default(),
             credentials: user,
             auth_used: Mutex::new(Instant::now()),
             auth_stale: std::sync::atomic::AtomicBool::new(false),

@@ -51,10 +51,11 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 
+use super::watches::{Hubs, Joined};
 use super::{backend_err, encode_key, inspect, EtcdBackend, Held, NAME};
 use crate::backend::{permit_mismatch, remaining, token_parts, within_wait, Grant, Kind};
 use crate::Result;
@@ -66,6 +67,7 @@ const CREATE_TRIES: usize = 5;
 const AGAIN_PAUSE: Duration = Duration::from_millis(10);
 
 /// What a waiter waits for.
+#[derive(Clone)]
 pub(super) enum Watch {
     /// The deletion of this key (the one just ahead, created before ours).
     Key(Vec<u8>),
@@ -312,16 +314,13 @@ impl EtcdBackend {
     /// Waits until what `watch` names changes (after the look that chose it) or `deadline`
     /// passes, keeping our lease alive meanwhile (`lease_from`: when its last renewal was sent).
     ///
-    /// The watch starts at the server's current revision, not at the look's revision + 1:
-    /// etcd serves a watch whose start revision is already behind its store (under contention
-    /// the store has always moved on since the look) from its *unsynced* group, which a
-    /// background loop catches up only every 100 ms (`syncWatchersLoop` in etcd's
-    /// `watchable_store.go`), so a deletion between the look and the watch came up to 100 ms
-    /// late (a hand-off p99 of ~75 ms with 16 waiters). A watch from the current revision is
-    /// synced: each later event comes at once. What happened between the look and the watch is
-    /// read once the watch exists ([`moved`](Self::moved); `watch()` returns after the
-    /// server's `created`, so the watch was registered before that read): a deletion before the
-    /// read is seen by it, one after by the watch, so none is missed.
+    /// The deletion comes through this backend's watch of the queue's prefix, shared by its
+    /// waiters there and kept open between waits (see the `watches` module: a watch made per
+    /// wait was now and then left behind by the server, and caught up only within 100 ms). It
+    /// starts at the server's current revision (one from the look's revision would always be
+    /// behind, for the same reason). What happened between the look and the subscription is
+    /// read once the watch exists and the subscription is in it ([`moved`](Self::moved)): a
+    /// deletion before the read is seen by it, one after by the watch, so none is missed.
     pub(super) async fn wait_turn(
         &self,
         watch: Watch,
@@ -330,49 +329,29 @@ impl EtcdBackend {
         deadline: Option<Instant>,
         lease_from: &mut Instant,
     ) -> Result<()> {
-        let mut client = self.client.clone();
-        let only_deletes = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
-        let (target, options) = match &watch {
-            Watch::Key(key) => (key.clone(), only_deletes),
-            Watch::Ahead { prefix, .. } => {
-                (prefix.clone(), only_deletes.with_prefix().with_prev_key())
+        let subscription = match self.watches.subscribe(watch.clone(), mine, &held.path) {
+            Joined::Existing(subscription) => subscription,
+            Joined::New(subscription, new) => {
+                let mut client = self.client.clone();
+                let (prefix, options) = new.watch();
+                let (watcher, stream) = within_wait(NAME, deadline, async {
+                    client
+                        .watch(prefix, Some(options))
+                        .await
+                        .map_err(|e| self.err(e))
+                })
+                .await?;
+                Hubs::start(new, watcher, stream);
+                subscription
             }
-        };
-        let (mut watcher, mut stream) = within_wait(NAME, deadline, async {
-            client
-                .watch(target, Some(options))
-                .await
-                .map_err(|e| self.err(e))
-        })
-        .await?;
-        // A deletion that may change our turn: for `Ahead`, a key created before ours (or
-        // ours: then the next look finds it gone).
-        let matters = |event: &etcd_client::Event| {
-            event.event_type() == EventType::Delete
-                && match (&watch, event.prev_kv()) {
-                    (Watch::Key(_), _) | (_, None) => true,
-                    (Watch::Ahead { .. }, Some(prev)) => {
-                        prev.create_revision() < mine || prev.key() == held.path.as_slice()
-                    }
-                }
         };
         let changed = async {
-            // Changed between the look and the watch (or the read failed): look again.
-            if self.moved(&watch, held, mine).await.unwrap_or(true) {
+            // The watch ended before it began, or something changed between the look and the
+            // subscription (or the read failed): look again.
+            if !subscription.live().await || self.moved(&watch, held, mine).await.unwrap_or(true) {
                 return;
             }
-            loop {
-                match stream.message().await {
-                    Ok(Some(msg)) if !msg.canceled() => {
-                        if msg.events().iter().any(&matters) {
-                            return;
-                        }
-                    }
-                    // Cancelled (a compacted revision), ended or failed: look again rather
-                    // than wait for ever.
-                    _ => return,
-                }
-            }
+            subscription.fired().await;
         };
         let until = async {
             match deadline {
@@ -386,7 +365,6 @@ impl EtcdBackend {
             // Returns when the lease is gone: the next look finds our key gone.
             _ = self.keep_queued(held, lease_from) => {}
         }
-        let _ = watcher.cancel().await;
         Ok(())
     }
 
