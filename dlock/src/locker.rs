@@ -541,7 +541,8 @@ impl Locker {
     }
 
     /// One attempt at the lock on `key` with the default watchdog lease: `None` when another
-    /// holder has it.
+    /// holder has it (on Redis also while waiters of other Lockers are queued for the key: one
+    /// attempt does not barge past them, see the backend's "Waiting").
     ///
     /// # Errors
     /// [`Error::InvalidKey`] for an empty key; [`Error::Backend`] when the server fails.
