@@ -747,17 +747,8 @@ fn etcd_tls(token_ttl: u32) -> (Process, u16) {
     let dir = support::temp_dir("etcd");
     let (port, peer) = (support::free_port(), support::free_port());
     let client_url = format!("https://127.0.0.1:{port}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut command = Command::new("etcd");
+    let mut command = support::etcd_command("secure", &dir, &client_url, peer);
     command
-        .args(["--name", "secure", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen-client-urls", &client_url])
-        .args(["--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .arg("--initial-cluster")
-        .arg(format!("secure={peer_url}"))
         .args(["--cert-file", &c.path("server.crt")])
         .args(["--key-file", &c.path("server.key")])
         .args(["--trusted-ca-file", &c.path("ca.crt")])

@@ -194,32 +194,25 @@ async fn a_writer_that_gives_up_or_is_dropped_stops_holding_readers_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only() {
-    // A writer process that died while waiting leaves its row, with the 12 s waiting lease it
-    // had (written here as the acquire writes it).
     let db = db().await;
     let key = unique("pg-ghost");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {HOLDS} (space, lock_name, secret_key, kind, expire_at) \
-         VALUES (1, $1, 'ghost', 3, clock_timestamp() + interval '12 seconds')"
-    )))
-    .bind(&key)
-    .execute(&db)
-    .await
-    .expect("insert a waiting writer's row");
-    let asked = Instant::now();
-    let reader = locker()
+    let ghost = async {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {HOLDS} (space, lock_name, secret_key, kind, expire_at) \
+             VALUES (1, $1, 'ghost', 3, clock_timestamp() + interval '12 seconds')"
+        )))
+        .bind(&key)
+        .execute(&db)
         .await
-        .read_lock(key.as_str())
-        .wait(Duration::from_secs(30))
-        .await
-        .expect("the reader goes once the row expires");
-    let waited = asked.elapsed();
-    eprintln!("a reader waited {waited:?} behind a vanished writer's row (waiting lease 12 s)");
-    // Held back by the row, then woken at its expiry (not by a notice: none comes); 5 s of
-    // slack for a loaded machine.
-    assert!(waited > Duration::from_millis(11500), "{waited:?}");
-    assert!(waited < Duration::from_secs(17), "{waited:?}");
-    reader.release().await.expect("release");
+        .expect("insert a waiting writer's row");
+    };
+    // Woken at the row's expiry, not by a notice: none comes.
+    scenarios::a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only(
+        &locker().await,
+        &key,
+        ghost,
+    )
+    .await;
     assert!(
         kinds(&db, &key).await.is_empty(),
         "the expired row was deleted"

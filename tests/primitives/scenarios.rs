@@ -665,4 +665,27 @@ macro_rules! common_scenarios {
 }
 
 /// For [`common_scenarios!`] on a backend without a leftovers check.
+/// A writer process that died while waiting left its row, with the 12 s waiting lease it had
+/// (`ghost_inserted`: the test wrote it as the acquire writes it): a reader is held back by the
+/// row, then let in at its expiry (no release comes), and the expired row goes. SQL backends.
+pub async fn a_vanished_waiting_writer_holds_readers_back_for_its_waiting_lease_only(
+    locker: &Locker,
+    key: &str,
+    ghost_inserted: impl std::future::Future<Output = ()>,
+) {
+    ghost_inserted.await;
+    let asked = Instant::now();
+    let reader = locker
+        .read_lock(key)
+        .wait(Duration::from_secs(30))
+        .await
+        .expect("the reader goes once the row expires");
+    let waited = asked.elapsed();
+    eprintln!("a reader waited {waited:?} behind a vanished writer's row (waiting lease 12 s)");
+    // 5 s of slack for a loaded machine.
+    assert!(waited > Duration::from_millis(11500), "{waited:?}");
+    assert!(waited < Duration::from_secs(17), "{waited:?}");
+    reader.release().await.expect("release");
+}
+
 pub async fn nothing_to_check(_key: &str) {}

@@ -471,23 +471,29 @@ pub struct EtcdServer {
     dir: std::path::PathBuf,
 }
 
+/// `etcd` as a one-member cluster `name`, its data under `dir`, serving clients on `client_url`
+/// (`http://` or `https://`) and its peer port on `peer` (plain HTTP).
+pub fn etcd_command(name: &str, dir: &std::path::Path, client_url: &str, peer: u16) -> Command {
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut command = Command::new("etcd");
+    command
+        .args(["--name", name, "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", client_url])
+        .args(["--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .arg("--initial-cluster")
+        .arg(format!("{name}={peer_url}"));
+    command
+}
+
 impl EtcdServer {
     pub fn start() -> EtcdServer {
         let (port, peer) = (free_port(), free_port());
         let dir = temp_dir("etcd-private");
-        let (client_url, peer_url) = (
-            format!("http://127.0.0.1:{port}"),
-            format!("http://127.0.0.1:{peer}"),
-        );
-        let child = Command::new("etcd")
-            .args(["--name", "private", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .arg("--initial-cluster")
-            .arg(format!("private={peer_url}"))
+        let client_url = format!("http://127.0.0.1:{port}");
+        let child = etcd_command("private", &dir, &client_url, peer)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
